@@ -1,0 +1,734 @@
+//! One camera: its settings, its newest frame, its viewers, and the
+//! supervisor task that runs its pipeline.
+//!
+//! The supervisor starts the pipeline when the first viewer arrives (or at
+//! once for `always_on`), stops it `idle_timeout` after the last one leaves,
+//! and restarts it with capped exponential back-off when it fails, stalls or
+//! ends. Every exit path sets the pipeline to NULL. Viewers hold a
+//! [`Viewer`]; its drop is what tells the supervisor a viewer left.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{MissedTickBehavior, sleep, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
+
+use crate::config::{CameraId, CameraSettings};
+use crate::frames::{FrameHub, FrameReceiver, PipelineStats, rfc3339};
+use crate::pipeline::{FrameOutput, Pipeline, PipelineError, PipelineEvent};
+use crate::redact::Redactor;
+
+/// First retry delay after a failure; short, because most failures are a
+/// camera rebooting or a network blip.
+pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+/// Longest retry delay: a camera that is gone for hours is still retried
+/// twice a minute, and found within 30 s of its return.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A pipeline that streamed this long counts as healthy: its next failure
+/// starts the back-off from the beginning again.
+pub const HEALTHY_PERIOD: Duration = Duration::from_secs(30);
+/// No frame for this long while streaming means the source hung (rtspsrc
+/// can stall without posting an error): tear down and restart.
+pub const WATCHDOG: Duration = Duration::from_secs(5);
+/// Time from start to the first frame: RTSP connect (bounded at 5 s) plus
+/// the wait for a key frame, which cameras send every 1-4 s.
+pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the supervisor checks progress and measures the frame rate.
+const TICK: Duration = Duration::from_millis(250);
+
+/// A camera's lifecycle state, as the API shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Not running: no viewer asked for it.
+    Idle,
+    /// Pipeline built, waiting for the first frame.
+    Starting,
+    /// Frames are flowing.
+    Streaming,
+    /// The last run failed; waiting to retry.
+    Reconnecting,
+    /// Cannot run until its configuration changes.
+    Failed,
+    /// The server is shutting down.
+    Stopped,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Starting => "starting",
+            State::Streaming => "streaming",
+            State::Reconnecting => "reconnecting",
+            State::Failed => "failed",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// Why a camera run ended badly. Messages are redacted.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CameraError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("the source ended the stream (end of stream); reconnecting")]
+    EndOfStream,
+    #[error("no frame for {}s: the source stalled; restarting", .0.as_secs_f32())]
+    Stalled(Duration),
+    #[error("no first frame within {}s of starting: check that the source sends video", .0.as_secs_f32())]
+    NoFirstFrame(Duration),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CameraError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            CameraError::Config(_) => true,
+            CameraError::Pipeline(e) => e.is_permanent(),
+            _ => false,
+        }
+    }
+}
+
+/// Why a viewer could not be given a stream.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OpenError {
+    #[error("camera {id} is unavailable: {reason}")]
+    Unavailable { id: CameraId, reason: String },
+    #[error("camera {id} sent no frame within {}s", .wait.as_secs_f32())]
+    Timeout { id: CameraId, wait: Duration },
+}
+
+/// The supervisor's view of the camera, published on every change.
+#[derive(Clone, Debug)]
+pub struct Status {
+    pub state: State,
+    /// When the camera entered `state`.
+    pub since: SystemTime,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<SystemTime>,
+    /// Encoded frames per second, measured over the last second.
+    pub fps: f64,
+    /// When the next retry happens, while reconnecting.
+    pub retry_in: Option<Duration>,
+}
+
+impl Status {
+    fn new(state: State) -> Status {
+        Status {
+            state,
+            since: SystemTime::now(),
+            last_error: None,
+            last_error_at: None,
+            fps: 0.0,
+            retry_in: None,
+        }
+    }
+}
+
+/// A camera's configuration: valid settings, or the reason it is invalid.
+#[derive(Clone, Debug)]
+pub struct Configured {
+    pub name: String,
+    pub settings: Result<CameraSettings, String>,
+}
+
+/// Lifetime counters, for the API and metrics.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Pipelines built.
+    starts: AtomicU64,
+    /// Pipelines built after a failure.
+    restarts: AtomicU64,
+}
+
+/// One camera. Shared by the registry, the HTTP handlers and its viewers.
+#[derive(Debug)]
+pub struct Camera {
+    id: CameraId,
+    configured: watch::Sender<Arc<Configured>>,
+    hub: Arc<FrameHub>,
+    stats: Arc<PipelineStats>,
+    status: watch::Sender<Status>,
+    viewers: watch::Sender<usize>,
+    counters: Counters,
+    cancel: CancellationToken,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Backs off a failing camera: 0.5 s, 1 s, 2 s, ... up to 30 s.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            next: BACKOFF_INITIAL,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_INITIAL;
+    }
+}
+
+/// How one pipeline run ended.
+enum Exit {
+    Shutdown,
+    Reconfigured,
+    Idle,
+    Failed {
+        error: CameraError,
+        streamed_for: Duration,
+    },
+}
+
+impl Camera {
+    /// Creates the camera and starts its supervisor on the current runtime.
+    pub fn spawn(id: CameraId, configured: Configured, parent: &CancellationToken) -> Arc<Camera> {
+        let camera = Arc::new(Camera {
+            id,
+            configured: watch::Sender::new(Arc::new(configured)),
+            hub: Arc::new(FrameHub::default()),
+            stats: Arc::new(PipelineStats::default()),
+            status: watch::Sender::new(Status::new(State::Idle)),
+            viewers: watch::Sender::new(0),
+            counters: Counters::default(),
+            cancel: parent.child_token(),
+            task: Mutex::new(None),
+        });
+        let span = tracing::info_span!("camera", id = %camera.id);
+        let task = tokio::spawn(Arc::clone(&camera).supervise().instrument(span));
+        *camera.task.lock().expect("camera task lock") = Some(task);
+        camera
+    }
+
+    pub fn id(&self) -> &CameraId {
+        &self.id
+    }
+
+    pub fn configured(&self) -> Arc<Configured> {
+        self.configured.borrow().clone()
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    pub fn subscribe_status(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    pub fn viewer_count(&self) -> usize {
+        *self.viewers.borrow()
+    }
+
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    pub fn hub(&self) -> &FrameHub {
+        &self.hub
+    }
+
+    /// Pipelines built so far, and how many of them were restarts.
+    pub fn starts(&self) -> (u64, u64) {
+        (
+            self.counters.starts.load(Ordering::Relaxed),
+            self.counters.restarts.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Replaces the camera's configuration. The supervisor restarts the
+    /// pipeline with it; viewers stay attached.
+    pub fn reconfigure(&self, configured: Configured) {
+        self.configured.send_replace(Arc::new(configured));
+    }
+
+    /// Registers a viewer, starting the camera if it is idle.
+    pub fn attach(self: &Arc<Self>) -> Viewer {
+        self.viewers.send_modify(|n| *n += 1);
+        Viewer {
+            frames: self.hub.subscribe(),
+            camera: Arc::clone(self),
+        }
+    }
+
+    /// Registers a viewer and waits, at most `wait`, until there is a frame
+    /// to show. Fails at once if the camera cannot start.
+    pub async fn open(self: &Arc<Self>, wait: Duration) -> Result<Viewer, OpenError> {
+        let viewer = self.attach();
+        let mut frames = viewer.frames.clone();
+        let mut status = self.status.subscribe();
+        let outcome = timeout(wait, async {
+            loop {
+                if frames.borrow_and_update().is_some() {
+                    return Ok(());
+                }
+                {
+                    let st = status.borrow_and_update();
+                    match st.state {
+                        State::Failed | State::Reconnecting => {
+                            return Err(st
+                                .last_error
+                                .clone()
+                                .unwrap_or_else(|| "the camera failed to start".into()));
+                        }
+                        State::Stopped => return Err("the server is shutting down".into()),
+                        State::Idle | State::Starting | State::Streaming => {}
+                    }
+                }
+                tokio::select! {
+                    r = frames.changed() => if r.is_err() { return Err("camera removed".into()) },
+                    r = status.changed() => if r.is_err() { return Err("camera removed".into()) },
+                }
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => Ok(viewer),
+            Ok(Err(reason)) => Err(OpenError::Unavailable {
+                id: self.id.clone(),
+                reason,
+            }),
+            Err(_) => Err(OpenError::Timeout {
+                id: self.id.clone(),
+                wait,
+            }),
+        }
+    }
+
+    /// Stops the supervisor and waits until the pipeline is NULL.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        let task = self.task.lock().expect("camera task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    fn set_state(&self, state: State) {
+        self.status.send_if_modified(|st| {
+            if st.state == state {
+                return false;
+            }
+            st.state = state;
+            st.since = SystemTime::now();
+            st.retry_in = None;
+            if state != State::Streaming {
+                st.fps = 0.0;
+            }
+            true
+        });
+    }
+
+    fn record_error(&self, state: State, error: &CameraError, retry_in: Option<Duration>) {
+        let message = error.to_string();
+        self.status.send_modify(|st| {
+            st.state = state;
+            st.since = SystemTime::now();
+            st.last_error = Some(message.clone());
+            st.last_error_at = Some(SystemTime::now());
+            st.fps = 0.0;
+            st.retry_in = retry_in;
+        });
+    }
+
+    /// The supervisor: runs the pipeline while it is wanted, retries it
+    /// while it fails, until shutdown.
+    async fn supervise(self: Arc<Self>) {
+        let mut configured = self.configured.subscribe();
+        let mut viewers = self.viewers.subscribe();
+        let mut backoff = Backoff::new();
+        loop {
+            let current = configured.borrow_and_update().clone();
+            let settings = match &current.settings {
+                Ok(settings) => settings.clone(),
+                Err(reason) => {
+                    let error = CameraError::Config(reason.clone());
+                    warn!("{error}");
+                    self.record_error(State::Failed, &error, None);
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break,
+                        _ = configured.changed() => continue,
+                    }
+                }
+            };
+            if !settings.always_on && *viewers.borrow_and_update() == 0 {
+                self.set_state(State::Idle);
+                tokio::select! {
+                    _ = self.cancel.cancelled() => break,
+                    _ = configured.changed() => continue,
+                    r = viewers.wait_for(|n| *n > 0) => if r.is_err() { break },
+                }
+            }
+
+            let exit = self.run_once(&settings, &viewers, &mut configured).await;
+            match exit {
+                Exit::Shutdown => break,
+                Exit::Reconfigured | Exit::Idle => backoff.reset(),
+                Exit::Failed {
+                    error,
+                    streamed_for,
+                } => {
+                    if streamed_for >= HEALTHY_PERIOD {
+                        backoff.reset();
+                    }
+                    if error.is_permanent() {
+                        warn!("camera failed: {error}");
+                        self.record_error(State::Failed, &error, None);
+                        tokio::select! {
+                            _ = self.cancel.cancelled() => break,
+                            _ = configured.changed() => continue,
+                        }
+                    }
+                    let delay = backoff.next_delay();
+                    warn!(
+                        retry_in_ms = delay.as_millis() as u64,
+                        "camera error: {error}"
+                    );
+                    self.record_error(State::Reconnecting, &error, Some(delay));
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break,
+                        _ = configured.changed() => continue,
+                        // Nobody watching any more: stop retrying.
+                        _ = idle_for(viewers.clone(), settings.idle_timeout), if !settings.always_on => continue,
+                        _ = sleep(delay) => {
+                            self.counters.restarts.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        self.hub.clear();
+        self.set_state(State::Stopped);
+    }
+
+    /// Builds, runs and always tears down one pipeline.
+    async fn run_once(
+        &self,
+        settings: &CameraSettings,
+        viewers: &watch::Receiver<usize>,
+        configured: &mut watch::Receiver<Arc<Configured>>,
+    ) -> Exit {
+        self.set_state(State::Starting);
+        self.counters.starts.fetch_add(1, Ordering::Relaxed);
+        self.stats.input_size.store(0, Ordering::Relaxed);
+        self.stats.output_size.store(0, Ordering::Relaxed);
+        let failed = |error: CameraError| Exit::Failed {
+            error,
+            streamed_for: Duration::ZERO,
+        };
+        let plan = match settings.plan() {
+            Ok(plan) => plan,
+            Err(e) => return failed(CameraError::Config(e.to_string())),
+        };
+        let loop_on_eos = plan.loop_on_eos;
+        let output = FrameOutput {
+            hub: Arc::clone(&self.hub),
+            stats: Arc::clone(&self.stats),
+        };
+        let scale = settings.scale;
+        let redactor: Redactor = settings.redactor();
+        let built = tokio::task::spawn_blocking(move || {
+            let pipeline = Pipeline::build(&plan, scale, output, redactor)?;
+            // On a failed start the pipeline is dropped here, which sets it
+            // to NULL on this blocking thread.
+            pipeline.start()?;
+            Ok::<_, PipelineError>(pipeline)
+        })
+        .await;
+        let pipeline = match built {
+            Ok(Ok(pipeline)) => Arc::new(pipeline),
+            Ok(Err(e)) => return failed(e.into()),
+            Err(e) => return failed(CameraError::Internal(e.to_string())),
+        };
+        info!(source = %settings.source_display(), "pipeline started");
+
+        let mut events = pipeline.events();
+        let mut first_frame = self.hub.subscribe();
+        first_frame.mark_unchanged();
+        let mut streaming_since: Option<Instant> = None;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let started = Instant::now();
+        let mut last_count = self.stats.frames_out.load(Ordering::Relaxed);
+        let mut last_progress = Instant::now();
+        let mut fps_window = (Instant::now(), last_count);
+        let idle = idle_for(viewers.clone(), settings.idle_timeout);
+        tokio::pin!(idle);
+
+        let exit = loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break Exit::Shutdown,
+                _ = configured.changed() => break Exit::Reconfigured,
+                event = events.next() => match event {
+                    Some(PipelineEvent::Error(e)) => break Exit::Failed {
+                        error: e.into(),
+                        streamed_for: streaming_since.map_or(Duration::ZERO, |t| t.elapsed()),
+                    },
+                    Some(PipelineEvent::EndOfStream) if loop_on_eos => {
+                        let p = Arc::clone(&pipeline);
+                        match tokio::task::spawn_blocking(move || p.rewind()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => break Exit::Failed { error: e.into(), streamed_for: Duration::ZERO },
+                            Err(e) => break Exit::Failed { error: CameraError::Internal(e.to_string()), streamed_for: Duration::ZERO },
+                        }
+                    }
+                    Some(PipelineEvent::EndOfStream) => break Exit::Failed {
+                        error: CameraError::EndOfStream,
+                        streamed_for: streaming_since.map_or(Duration::ZERO, |t| t.elapsed()),
+                    },
+                    None => break Exit::Failed {
+                        error: CameraError::Internal("the pipeline's bus closed".into()),
+                        streamed_for: Duration::ZERO,
+                    },
+                },
+                _ = first_frame.changed(), if streaming_since.is_none() => {
+                    streaming_since = Some(Instant::now());
+                    self.set_state(State::Streaming);
+                    info!(
+                        input = ?self.stats.input(), output = ?self.stats.output(),
+                        after_ms = started.elapsed().as_millis() as u64, "first frame"
+                    );
+                }
+                _ = tick.tick() => {
+                    let count = self.stats.frames_out.load(Ordering::Relaxed);
+                    let now = Instant::now();
+                    if count != last_count {
+                        last_count = count;
+                        last_progress = now;
+                    }
+                    let limit = if streaming_since.is_some() { WATCHDOG } else { FIRST_FRAME_TIMEOUT };
+                    if now - last_progress >= limit {
+                        let error = if streaming_since.is_some() {
+                            CameraError::Stalled(limit)
+                        } else {
+                            CameraError::NoFirstFrame(limit)
+                        };
+                        break Exit::Failed {
+                            error,
+                            streamed_for: streaming_since.map_or(Duration::ZERO, |t| t.elapsed()),
+                        };
+                    }
+                    let elapsed = now - fps_window.0;
+                    if elapsed >= Duration::from_secs(1) {
+                        let fps = (count - fps_window.1) as f64 / elapsed.as_secs_f64();
+                        fps_window = (now, count);
+                        self.status.send_if_modified(|st| {
+                            let changed = (st.fps - fps).abs() > 0.05;
+                            st.fps = fps;
+                            changed
+                        });
+                    }
+                }
+                _ = &mut idle, if !settings.always_on => break Exit::Idle,
+            }
+        };
+
+        // Every exit path ends here: NULL state releases the source's
+        // sockets or device and joins the streaming threads.
+        let p = Arc::clone(&pipeline);
+        if let Err(e) = tokio::task::spawn_blocking(move || p.stop()).await {
+            warn!("pipeline stop panicked: {e}");
+        }
+        drop(events);
+        drop(pipeline);
+        self.hub.clear();
+        match &exit {
+            Exit::Idle => info!("no viewers for {:?}: stopped", settings.idle_timeout),
+            Exit::Reconfigured => info!("configuration changed: restarting"),
+            _ => {}
+        }
+        exit
+    }
+}
+
+/// Resolves once there have been no viewers for `idle` without a break.
+async fn idle_for(mut viewers: watch::Receiver<usize>, idle: Duration) {
+    loop {
+        if viewers.wait_for(|n| *n == 0).await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::select! {
+            _ = sleep(idle) => return,
+            r = viewers.changed() => if r.is_err() { return std::future::pending().await },
+        }
+    }
+}
+
+/// A viewer of a camera: keeps the camera running while it exists.
+#[derive(Debug)]
+pub struct Viewer {
+    frames: FrameReceiver,
+    camera: Arc<Camera>,
+}
+
+impl Viewer {
+    pub fn frames(&mut self) -> &mut FrameReceiver {
+        &mut self.frames
+    }
+
+    pub fn camera(&self) -> &Arc<Camera> {
+        &self.camera
+    }
+
+    /// Splits into the frame receiver and a guard that holds the viewer's
+    /// place until dropped.
+    pub fn into_parts(self) -> (FrameReceiver, ViewerGuard) {
+        let frames = self.frames.clone();
+        (frames, ViewerGuard(self))
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        self.camera
+            .viewers
+            .send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Holds a viewer's place (see [`Viewer::into_parts`]).
+#[derive(Debug)]
+pub struct ViewerGuard(#[allow(dead_code)] Viewer);
+
+/// A camera as the JSON API shows it. The source's password is masked.
+#[derive(Clone, Debug, Serialize)]
+pub struct CameraInfo {
+    pub id: CameraId,
+    pub name: String,
+    pub source: String,
+    pub kind: Option<&'static str>,
+    pub state: State,
+    pub since: String,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub retry_in_s: Option<f64>,
+    pub input: Option<Resolution>,
+    pub output: Option<Resolution>,
+    pub fps: f64,
+    pub viewers: usize,
+    pub scale: Option<f64>,
+    pub quality: Option<u8>,
+    pub max_fps: Option<u32>,
+    pub always_on: Option<bool>,
+    pub starts: u64,
+    pub restarts: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub frames_dropped: u64,
+    pub urls: CameraUrls,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct Resolution {
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CameraUrls {
+    pub stream: String,
+    pub snapshot: String,
+    pub display: String,
+}
+
+impl Camera {
+    /// This camera as the API shows it.
+    pub fn info(&self) -> CameraInfo {
+        let configured = self.configured();
+        let status = self.status();
+        let settings = configured.settings.as_ref().ok();
+        let resolution =
+            |s: Option<(u32, u32)>| s.map(|(width, height)| Resolution { width, height });
+        let running = matches!(status.state, State::Starting | State::Streaming);
+        let frames_in = self.stats.frames_in.load(Ordering::Relaxed);
+        let frames_out = self.stats.frames_out.load(Ordering::Relaxed);
+        let (starts, restarts) = self.starts();
+        let id = self.id.as_str();
+        CameraInfo {
+            id: self.id.clone(),
+            name: configured.name.clone(),
+            source: settings
+                .map(CameraSettings::source_display)
+                .unwrap_or_default(),
+            kind: settings.and_then(|s| s.source.as_ref()).map(|s| s.kind()),
+            state: status.state,
+            since: rfc3339(status.since),
+            last_error: status.last_error.clone(),
+            last_error_at: status.last_error_at.map(rfc3339),
+            retry_in_s: status.retry_in.map(|d| d.as_secs_f64()),
+            input: running.then(|| resolution(self.stats.input())).flatten(),
+            output: running.then(|| resolution(self.stats.output())).flatten(),
+            fps: (status.fps * 10.0).round() / 10.0,
+            viewers: self.viewer_count(),
+            scale: settings.map(|s| s.scale),
+            quality: settings.map(|s| s.quality),
+            max_fps: settings.and_then(|s| s.max_fps),
+            always_on: settings.map(|s| s.always_on),
+            starts,
+            restarts,
+            frames_in,
+            frames_out,
+            frames_dropped: frames_in.saturating_sub(frames_out),
+            urls: CameraUrls {
+                stream: format!("/api/cameras/{id}/stream.mjpeg"),
+                snapshot: format!("/api/cameras/{id}/snapshot.jpg"),
+                display: format!("/api/cv/display?camera_id={id}"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_and_resets() {
+        let mut b = Backoff::new();
+        let delays: Vec<_> = (0..8).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+        b.reset();
+        assert_eq!(b.next_delay(), BACKOFF_INITIAL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_waits_for_a_continuous_quiet_period() {
+        let (tx, rx) = watch::channel(1usize);
+        let idle = tokio::spawn(idle_for(rx, Duration::from_secs(10)));
+        sleep(Duration::from_secs(20)).await;
+        assert!(!idle.is_finished(), "a viewer is still attached");
+        tx.send_replace(0);
+        sleep(Duration::from_secs(6)).await;
+        tx.send_replace(1);
+        tx.send_replace(0);
+        sleep(Duration::from_secs(6)).await;
+        assert!(
+            !idle.is_finished(),
+            "the quiet period restarted when a viewer came and went"
+        );
+        sleep(Duration::from_secs(5)).await;
+        assert!(idle.is_finished());
+    }
+}

@@ -1,0 +1,748 @@
+//! The configuration: one serde tree read from TOML, every default named and
+//! documented (docs/config.md is the reference, camstream.example.toml the
+//! starter file).
+//!
+//! Errors come in two sizes. A file that cannot be read or parsed, or a bad
+//! `[server]` / `[defaults]` table, stops camstream with the file, line and
+//! column. A bad camera only fails that camera: it is still listed, in state
+//! `failed` with the reason, and every other camera runs.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::redact::{Redactor, redact_text};
+use crate::source::{self, PipelinePlan, PipelineText, RenderOptions, Source, Transport};
+
+/// The config file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "camstream.toml";
+/// The port the Django backend this replaces listened on, so existing front
+/// ends keep their URLs.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8000";
+/// The OpenCV pattern's `resize(fx=0.25, fy=0.25)`: a quarter of the
+/// camera's width and height, which kept Hikvision streams responsive.
+pub const DEFAULT_SCALE: f64 = 0.25;
+/// JPEG quality: visually clean at a quarter of a 1080p frame, ~20 KB.
+pub const DEFAULT_QUALITY: u8 = 80;
+/// How long a camera keeps running after its last viewer leaves, so a page
+/// reload does not pay for a reconnect.
+pub const DEFAULT_IDLE_TIMEOUT_S: f64 = 10.0;
+/// rtspsrc's jitter buffer; its own default of 2000 ms is two seconds of lag.
+pub const DEFAULT_LATENCY_MS: u32 = 100;
+/// Where `pipeline_file` names are looked up, relative to the config file.
+pub const DEFAULT_PIPELINES_DIR: &str = "pipelines";
+/// The built-in demo camera served when no camera is configured.
+pub const DEMO_CAMERA_ID: &str = "demo";
+
+/// A fatal configuration error: camstream cannot start with this file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{location}: {message}")]
+    Parse { location: String, message: String },
+}
+
+/// A camera id: what URLs and the API name a camera by. The seed's integer
+/// ids (`camera_id=1`) are ids too.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct CameraId(String);
+
+impl CameraId {
+    pub const MAX_LEN: usize = 64;
+
+    /// Checks an id: 1-64 characters from `A-Z a-z 0-9 _ - .`, so it can sit
+    /// in a URL path unescaped.
+    pub fn new(id: impl Into<String>) -> Result<CameraId, String> {
+        let id = id.into();
+        if id.is_empty() {
+            return Err(
+                "camera id is empty: give every camera an id such as \"1\" or \"front-door\""
+                    .into(),
+            );
+        }
+        if id.len() > Self::MAX_LEN {
+            return Err(format!(
+                "camera id is longer than {} characters",
+                Self::MAX_LEN
+            ));
+        }
+        if let Some(bad) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        {
+            return Err(format!(
+                "camera id {id:?} contains {bad:?}: use only letters, digits, '_', '-' and '.'"
+            ));
+        }
+        Ok(CameraId(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CameraId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CameraId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Accept `id = 1` as well as `id = "1"`: the seed's ids are numbers.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(i64),
+            Text(String),
+        }
+        let raw = match Raw::deserialize(d)? {
+            Raw::Number(n) => n.to_string(),
+            Raw::Text(s) => s,
+        };
+        CameraId::new(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A `source` as written: OpenCV's camera index or a string.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum SourceValue {
+    Index(i64),
+    Text(String),
+}
+
+impl SourceValue {
+    pub fn parse(&self) -> Result<Source, source::SourceError> {
+        match self {
+            SourceValue::Index(i) => Source::from_index(*i),
+            SourceValue::Text(s) => Source::parse(s),
+        }
+    }
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory of pipeline templates that `pipeline_file` names; relative
+    /// paths are relative to the config file.
+    #[serde(default)]
+    pub pipelines_dir: Option<PathBuf>,
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN
+        .parse()
+        .expect("DEFAULT_LISTEN is a valid address")
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            pipelines_dir: None,
+        }
+    }
+}
+
+/// `[defaults]`: settings every camera inherits unless it sets its own.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    pub scale: Option<f64>,
+    pub quality: Option<u8>,
+    pub max_fps: Option<u32>,
+    pub always_on: Option<bool>,
+    pub idle_timeout_s: Option<f64>,
+    pub transport: Option<Transport>,
+    pub latency_ms: Option<u32>,
+}
+
+/// One `[[cameras]]` entry, as written.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub id: CameraId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub always_on: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u32>,
+    /// A gst-launch override, inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// A gst-launch override read from a file in the pipelines directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_file: Option<PathBuf>,
+}
+
+/// A camera's settings, validated and with defaults applied.
+#[derive(Clone, Debug)]
+pub struct CameraSettings {
+    pub id: CameraId,
+    pub name: String,
+    pub source: Option<Source>,
+    pub scale: f64,
+    pub quality: u8,
+    pub max_fps: Option<u32>,
+    pub always_on: bool,
+    pub idle_timeout: Duration,
+    pub transport: Transport,
+    pub latency_ms: u32,
+    /// The override's text and where it came from.
+    pub pipeline: Option<PipelineOverride>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PipelineOverride {
+    pub text: String,
+    /// "pipeline" for an inline override, else the file's name.
+    pub origin: String,
+}
+
+impl CameraSettings {
+    /// The options that shape this camera's rendered pipeline.
+    pub fn render_options(&self) -> RenderOptions {
+        RenderOptions {
+            transport: self.transport,
+            latency_ms: self.latency_ms,
+            quality: self.quality,
+            max_fps: self.max_fps,
+        }
+    }
+
+    /// The camera's pipeline, rendered.
+    pub fn plan(&self) -> Result<PipelinePlan, source::TemplateError> {
+        let text = match &self.pipeline {
+            Some(o) => PipelineText::Template {
+                text: &o.text,
+                origin: &o.origin,
+            },
+            None => PipelineText::Source,
+        };
+        source::plan(self.source.as_ref(), text, &self.render_options())
+    }
+
+    /// Masks this camera's passwords in any text.
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(self.source.iter().flat_map(Source::secrets))
+    }
+
+    /// The source as shown to people: password masked.
+    pub fn source_display(&self) -> String {
+        match (&self.source, &self.pipeline) {
+            (Some(source), _) => source.to_string(),
+            (None, Some(o)) => format!("pipeline: {}", redact_text(&o.origin)),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The built-in demo camera.
+    pub fn demo() -> CameraSettings {
+        CameraConfig {
+            id: CameraId::new(DEMO_CAMERA_ID).expect("valid id"),
+            name: Some("Demo camera".into()),
+            source: Some(SourceValue::Text("test:".into())),
+            ..CameraConfig::new(CameraId::new(DEMO_CAMERA_ID).expect("valid id"))
+        }
+        .resolve(&Defaults::default(), Path::new(DEFAULT_PIPELINES_DIR))
+        .expect("the demo camera is valid")
+    }
+}
+
+impl CameraConfig {
+    /// A camera with nothing but an id.
+    pub fn new(id: CameraId) -> CameraConfig {
+        CameraConfig {
+            id,
+            name: None,
+            source: None,
+            scale: None,
+            quality: None,
+            max_fps: None,
+            always_on: None,
+            idle_timeout_s: None,
+            transport: None,
+            latency_ms: None,
+            pipeline: None,
+            pipeline_file: None,
+        }
+    }
+
+    /// Validates the entry and applies `defaults`. The error lists every
+    /// problem found, each naming the setting and how to fix it.
+    pub fn resolve(
+        &self,
+        defaults: &Defaults,
+        pipelines_dir: &Path,
+    ) -> Result<CameraSettings, String> {
+        let mut problems = Vec::new();
+        let scale = self.scale.or(defaults.scale).unwrap_or(DEFAULT_SCALE);
+        if !(scale > 0.0 && scale <= 1.0) {
+            problems.push(format!(
+                "scale = {scale} is out of range: use a factor above 0 and at most 1 (0.25 is a quarter of the camera's width and height)"
+            ));
+        }
+        let quality = self.quality.or(defaults.quality).unwrap_or(DEFAULT_QUALITY);
+        if !(1..=100).contains(&quality) {
+            problems.push(format!(
+                "quality = {quality} is out of range: use a JPEG quality from 1 to 100"
+            ));
+        }
+        let max_fps = self.max_fps.or(defaults.max_fps);
+        if max_fps == Some(0) {
+            problems.push(
+                "max_fps = 0 would show nothing: leave it out for no cap, or use 1 or more".into(),
+            );
+        }
+        let idle_timeout_s = self
+            .idle_timeout_s
+            .or(defaults.idle_timeout_s)
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT_S);
+        if !(idle_timeout_s.is_finite() && (0.0..=86_400.0).contains(&idle_timeout_s)) {
+            problems.push(format!(
+                "idle_timeout_s = {idle_timeout_s} is out of range: use 0 to 86400 seconds, or always_on = true"
+            ));
+        }
+        let latency_ms = self
+            .latency_ms
+            .or(defaults.latency_ms)
+            .unwrap_or(DEFAULT_LATENCY_MS);
+        if latency_ms > 10_000 {
+            problems.push(format!(
+                "latency_ms = {latency_ms} is over 10000: a live view wants 0-500 ms"
+            ));
+        }
+
+        let source = match &self.source {
+            Some(value) => match value.parse() {
+                Ok(source) => Some(source),
+                Err(e) => {
+                    problems.push(format!("source: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+
+        let pipeline = match (&self.pipeline, &self.pipeline_file) {
+            (Some(_), Some(_)) => {
+                problems.push("set either pipeline or pipeline_file, not both".into());
+                None
+            }
+            (Some(text), None) => Some(PipelineOverride {
+                text: text.clone(),
+                origin: "pipeline".into(),
+            }),
+            (None, Some(file)) => match read_pipeline_file(pipelines_dir, file) {
+                Ok(text) => Some(PipelineOverride {
+                    text,
+                    origin: file.display().to_string(),
+                }),
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        if self.source.is_none() && pipeline.is_none() && self.pipeline_file.is_none() {
+            problems.push(
+                "no source: set source (e.g. 0, \"rtsp://user:pass@host/path\", \"test:\") or a pipeline".into(),
+            );
+        }
+
+        let settings = CameraSettings {
+            id: self.id.clone(),
+            name: self
+                .name
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| self.id.to_string()),
+            source,
+            scale,
+            quality,
+            max_fps,
+            always_on: self.always_on.or(defaults.always_on).unwrap_or(false),
+            idle_timeout: Duration::from_secs_f64(idle_timeout_s.clamp(0.0, 86_400.0)),
+            transport: self.transport.or(defaults.transport).unwrap_or_default(),
+            latency_ms,
+            pipeline,
+        };
+        // Render now, so a template that cannot be filled in for this source
+        // is reported with the rest rather than at the first viewer.
+        if problems.is_empty()
+            && let Err(e) = settings.plan()
+        {
+            problems.push(e.to_string());
+        }
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(settings.redactor().redact(&problems.join("; ")))
+        }
+    }
+}
+
+/// Reads `file` from the pipelines directory, refusing paths that leave it
+/// (`../`, absolute paths, symlinks out): a pipeline can name any GStreamer
+/// element, so where templates come from matters.
+fn read_pipeline_file(dir: &Path, file: &Path) -> Result<String, String> {
+    let shown = file.display();
+    let dir_canon = dir.canonicalize().map_err(|e| {
+        format!(
+            "pipeline_file = \"{shown}\": the pipelines directory {} cannot be opened ({e}); set [server] pipelines_dir",
+            dir.display()
+        )
+    })?;
+    let path = dir_canon.join(file);
+    let canon = path.canonicalize().map_err(|e| {
+        format!(
+            "pipeline_file = \"{shown}\" cannot be read ({e}): it must name a file in {}",
+            dir_canon.display()
+        )
+    })?;
+    if !canon.starts_with(&dir_canon) {
+        return Err(format!(
+            "pipeline_file = \"{shown}\" is outside the pipelines directory {}: name a file inside it",
+            dir_canon.display()
+        ));
+    }
+    std::fs::read_to_string(&canon)
+        .map_err(|e| format!("pipeline_file = \"{shown}\" cannot be read: {e}"))
+}
+
+/// One configured camera: its settings, or why they are invalid.
+#[derive(Clone, Debug)]
+pub struct CameraEntry {
+    pub id: CameraId,
+    pub name: String,
+    pub config: Option<CameraConfig>,
+    pub settings: Result<CameraSettings, String>,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it came from; None for the built-in defaults.
+    pub path: Option<PathBuf>,
+    pub server: ServerConfig,
+    pub defaults: Defaults,
+    pub cameras: Vec<CameraEntry>,
+    /// Entries that cannot even be listed (no id, duplicate id), as
+    /// `file:line: message`.
+    pub problems: Vec<String>,
+}
+
+/// The file as serde sees it. Cameras are kept as raw values so that one bad
+/// camera is reported on its own instead of failing the whole file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    defaults: Defaults,
+    #[serde(default)]
+    cameras: Vec<toml::Spanned<toml::Value>>,
+}
+
+impl Config {
+    /// No file: the demo camera on the default port.
+    pub fn demo() -> Config {
+        let demo = CameraSettings::demo();
+        Config {
+            path: None,
+            server: ServerConfig::default(),
+            defaults: Defaults::default(),
+            cameras: vec![CameraEntry {
+                id: demo.id.clone(),
+                name: demo.name.clone(),
+                config: None,
+                settings: Ok(demo),
+            }],
+            problems: Vec::new(),
+        }
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, Some(path))
+    }
+
+    /// Parses config text; `path` names it in errors and anchors relative
+    /// paths (the pipelines directory).
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let origin = path.map_or_else(|| "config".to_string(), |p| p.display().to_string());
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let location = match e.span() {
+                Some(span) => {
+                    let (line, col) = line_col(text, span.start);
+                    format!("{origin}:{line}:{col}")
+                }
+                None => origin.clone(),
+            };
+            ConfigError::Parse {
+                location,
+                message: redact_text(e.message().trim()).into_owned(),
+            }
+        })?;
+        let base = path
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut server = raw.server;
+        let pipelines_dir = base.join(
+            server
+                .pipelines_dir
+                .take()
+                .unwrap_or_else(|| DEFAULT_PIPELINES_DIR.into()),
+        );
+        server.pipelines_dir = Some(pipelines_dir.clone());
+
+        let mut config = Config {
+            path: path.map(Path::to_path_buf),
+            server,
+            defaults: raw.defaults,
+            cameras: Vec::new(),
+            problems: Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        for (index, spanned) in raw.cameras.into_iter().enumerate() {
+            let (line, _) = line_col(text, spanned.span().start);
+            let at = format!("{origin}:{line}");
+            let value = spanned.into_inner();
+            let entry = match CameraConfig::deserialize(value.clone()) {
+                Ok(camera) => {
+                    let settings = camera.resolve(&config.defaults, &pipelines_dir);
+                    CameraEntry {
+                        id: camera.id.clone(),
+                        name: camera.name.clone().unwrap_or_else(|| camera.id.to_string()),
+                        settings: settings.map_err(|e| format!("{at}: {e}")),
+                        config: Some(camera),
+                    }
+                }
+                Err(e) => {
+                    let message = redact_text(e.message().trim()).into_owned();
+                    // Still list the camera when its id can be read, so the
+                    // API shows it as failed with this reason.
+                    let id = value
+                        .get("id")
+                        .and_then(|v| CameraId::deserialize(v.clone()).ok());
+                    match id {
+                        Some(id) => CameraEntry {
+                            name: id.to_string(),
+                            id,
+                            config: None,
+                            settings: Err(format!("{at}: {message}")),
+                        },
+                        None => {
+                            config
+                                .problems
+                                .push(format!("{at}: camera #{} ignored: {message}", index + 1));
+                            continue;
+                        }
+                    }
+                }
+            };
+            if !seen.insert(entry.id.clone()) {
+                config.problems.push(format!(
+                    "{at}: duplicate camera id \"{}\": ids must be unique; this camera is ignored",
+                    entry.id
+                ));
+                continue;
+            }
+            config.cameras.push(entry);
+        }
+        Ok(config)
+    }
+
+    /// The pipelines directory, resolved.
+    pub fn pipelines_dir(&self) -> PathBuf {
+        self.server
+            .pipelines_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PIPELINES_DIR.into())
+    }
+
+    /// With no camera configured, serve the demo camera so the quick start
+    /// shows video.
+    pub fn with_demo_if_empty(mut self) -> Config {
+        if self.cameras.is_empty() {
+            self.cameras = Config::demo().cameras;
+        }
+        self
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Some(Path::new("test.toml")))
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = parse("[[cameras]]\nid = 1\nsource = 0\n").unwrap();
+        assert_eq!(config.server.listen.port(), 8000);
+        let cam = config.cameras[0].settings.as_ref().unwrap();
+        assert_eq!(cam.id.as_str(), "1");
+        assert_eq!(cam.name, "1");
+        assert_eq!(cam.scale, DEFAULT_SCALE);
+        assert_eq!(cam.quality, DEFAULT_QUALITY);
+        assert_eq!(cam.idle_timeout, Duration::from_secs(10));
+        assert_eq!(cam.latency_ms, 100);
+        assert!(!cam.always_on);
+    }
+
+    #[test]
+    fn defaults_table_is_inherited_and_overridden() {
+        let config = parse(
+            "[defaults]\nscale = 0.5\nquality = 60\n[[cameras]]\nid = \"a\"\nsource = \"test:\"\n\
+             [[cameras]]\nid = \"b\"\nsource = \"test:\"\nscale = 1\n",
+        )
+        .unwrap();
+        let a = config.cameras[0].settings.as_ref().unwrap();
+        let b = config.cameras[1].settings.as_ref().unwrap();
+        assert_eq!((a.scale, a.quality), (0.5, 60));
+        assert_eq!((b.scale, b.quality), (1.0, 60));
+    }
+
+    #[test]
+    fn malformed_toml_names_line_and_column() {
+        let err = parse("[server]\nlisten = \"0.0.0.0:8000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("test.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = parse("[server]\nlisten = \"0.0.0.0:1\"\nport = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test.toml:3:1") && err.contains("port"),
+            "{err}"
+        );
+        let config = parse("[[cameras]]\nid = \"x\"\nsource = 0\nsclae = 0.5\n").unwrap();
+        let err = config.cameras[0].settings.as_ref().unwrap_err();
+        assert!(
+            err.contains("sclae") && err.starts_with("test.toml:1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_camera_values_fail_only_that_camera() {
+        let config = parse(
+            "[[cameras]]\nid = \"ok\"\nsource = \"test:\"\n\
+             [[cameras]]\nid = \"bad\"\nsource = \"rtsp://u:pw123@h/x\"\nscale = 0\nquality = 101\n",
+        )
+        .unwrap();
+        assert!(config.cameras[0].settings.is_ok());
+        let err = config.cameras[1].settings.as_ref().unwrap_err();
+        assert!(
+            err.contains("scale = 0") && err.contains("quality = 101"),
+            "{err}"
+        );
+        assert!(!err.contains("pw123"));
+    }
+
+    #[test]
+    fn duplicate_and_empty_ids() {
+        let config = parse(
+            "[[cameras]]\nid = 1\nsource = 0\n[[cameras]]\nid = \"1\"\nsource = 1\n[[cameras]]\nid = \"\"\nsource = 2\n",
+        )
+        .unwrap();
+        assert_eq!(config.cameras.len(), 1);
+        assert!(
+            config.problems[0].contains("duplicate camera id \"1\""),
+            "{:?}",
+            config.problems
+        );
+        assert!(
+            config.problems[1].contains("id is empty"),
+            "{:?}",
+            config.problems
+        );
+    }
+
+    #[test]
+    fn pipeline_files_stay_inside_their_directory() {
+        let dir = std::env::temp_dir().join(format!("camstream-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("pipelines")).unwrap();
+        std::fs::write(dir.join("pipelines/ok.pipeline"), "videotestsrc").unwrap();
+        std::fs::write(dir.join("secret.pipeline"), "videotestsrc").unwrap();
+        let path = dir.join("c.toml");
+        let text = "[[cameras]]\nid = \"a\"\npipeline_file = \"ok.pipeline\"\n\
+                    [[cameras]]\nid = \"b\"\npipeline_file = \"../secret.pipeline\"\n\
+                    [[cameras]]\nid = \"c\"\npipeline_file = \"missing.pipeline\"\n";
+        let config = Config::parse(text, Some(&path)).unwrap();
+        assert!(config.cameras[0].settings.is_ok());
+        let b = config.cameras[1].settings.as_ref().unwrap_err();
+        assert!(b.contains("outside the pipelines directory"), "{b}");
+        let c = config.cameras[2].settings.as_ref().unwrap_err();
+        assert!(
+            c.contains("missing.pipeline") && c.contains("cannot be read"),
+            "{c}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn demo_camera() {
+        let config = Config::demo();
+        assert_eq!(config.cameras.len(), 1);
+        assert_eq!(config.cameras[0].id.as_str(), DEMO_CAMERA_ID);
+        assert!(
+            parse("").unwrap().with_demo_if_empty().cameras[0]
+                .settings
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! Encoded frames and the per-camera hub that holds the newest one.
+//!
+//! This is all `http/` sees of a camera: JPEG bytes, shared. The pipeline
+//! publishes each encoded frame once; every viewer reads the same `Bytes`
+//! (the GStreamer buffer itself, not a copy). The hub keeps only the newest
+//! frame, so a slow viewer skips frames instead of queueing them, and a
+//! publisher never waits for a viewer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+/// Whether a frame came from the camera or was drawn by camstream while the
+/// camera is offline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    Live,
+    Placeholder,
+}
+
+/// One encoded JPEG frame.
+#[derive(Debug)]
+pub struct Frame {
+    pub jpeg: Bytes,
+    /// Increases by one per published frame, per camera.
+    pub seq: u64,
+    pub width: u32,
+    pub height: u32,
+    /// When the encoder handed the frame over.
+    pub captured_at: Instant,
+    pub kind: FrameKind,
+}
+
+impl Frame {
+    pub fn is_live(&self) -> bool {
+        self.kind == FrameKind::Live
+    }
+}
+
+/// A receiver of the newest frame: `changed().await`, then
+/// `borrow_and_update()`.
+pub type FrameReceiver = watch::Receiver<Option<Arc<Frame>>>;
+
+/// The newest frame of one camera, shared by all its viewers.
+#[derive(Debug)]
+pub struct FrameHub {
+    tx: watch::Sender<Option<Arc<Frame>>>,
+    seq: AtomicU64,
+}
+
+impl Default for FrameHub {
+    fn default() -> Self {
+        FrameHub {
+            tx: watch::Sender::new(None),
+            seq: AtomicU64::new(0),
+        }
+    }
+}
+
+impl FrameHub {
+    /// Replaces the newest frame and wakes every viewer. Never blocks on a
+    /// viewer, so it is safe to call from a GStreamer streaming thread.
+    pub fn publish(&self, jpeg: Bytes, width: u32, height: u32, kind: FrameKind) -> u64 {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let frame = Arc::new(Frame {
+            jpeg,
+            seq,
+            width,
+            height,
+            captured_at: Instant::now(),
+            kind,
+        });
+        // send_replace stores the frame even with no receiver, so the next
+        // viewer or snapshot finds it.
+        self.tx.send_replace(Some(frame));
+        seq
+    }
+
+    /// Forgets the newest frame (camera stopped), so no one is shown a stale
+    /// picture as if it were live.
+    pub fn clear(&self) {
+        self.tx.send_replace(None);
+    }
+
+    pub fn subscribe(&self) -> FrameReceiver {
+        self.tx.subscribe()
+    }
+
+    pub fn latest(&self) -> Option<Arc<Frame>> {
+        self.tx.borrow().clone()
+    }
+}
+
+/// Counters one pipeline run updates from its streaming threads, read by the
+/// camera for the API and metrics. Atomics only: a streaming thread never
+/// takes a lock here.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Decoded frames that reached camstream's scale/encode tail.
+    pub frames_in: AtomicU64,
+    /// Frames encoded and published.
+    pub frames_out: AtomicU64,
+    /// JPEG bytes produced.
+    pub bytes_out: AtomicU64,
+    /// The source's real resolution, packed by [`pack_size`]; 0 = unknown.
+    pub input_size: AtomicU64,
+    /// The encoded frames' resolution, packed; 0 = unknown.
+    pub output_size: AtomicU64,
+}
+
+impl PipelineStats {
+    pub fn input(&self) -> Option<(u32, u32)> {
+        unpack_size(self.input_size.load(Ordering::Relaxed))
+    }
+
+    pub fn output(&self) -> Option<(u32, u32)> {
+        unpack_size(self.output_size.load(Ordering::Relaxed))
+    }
+}
+
+pub fn pack_size(width: u32, height: u32) -> u64 {
+    (u64::from(width) << 32) | u64::from(height)
+}
+
+pub fn unpack_size(packed: u64) -> Option<(u32, u32)> {
+    (packed != 0).then_some(((packed >> 32) as u32, packed as u32))
+}
+
+/// Wall-clock time as RFC 3339 UTC with seconds, e.g. `2026-11-24T10:15:00Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// algorithm), to avoid a date-time dependency for one timestamp format.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn hub_keeps_only_the_newest_frame() {
+        let hub = FrameHub::default();
+        let mut rx = hub.subscribe();
+        assert!(hub.latest().is_none());
+        hub.publish(Bytes::from_static(b"a"), 2, 2, FrameKind::Live);
+        hub.publish(Bytes::from_static(b"b"), 2, 2, FrameKind::Live);
+        assert!(rx.has_changed().unwrap());
+        let frame = rx.borrow_and_update().clone().unwrap();
+        assert_eq!((frame.seq, &frame.jpeg[..]), (2, &b"b"[..]));
+        hub.clear();
+        assert!(hub.latest().is_none());
+    }
+
+    #[test]
+    fn sizes_pack() {
+        assert_eq!(unpack_size(pack_size(1920, 1080)), Some((1920, 1080)));
+        assert_eq!(unpack_size(0), None);
+    }
+
+    #[test]
+    fn timestamps() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
+}

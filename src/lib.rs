@@ -1,0 +1,18 @@
+//! camstream: cameras to browsers as MJPEG, one GStreamer pipeline per
+//! camera, encoded once and fanned out to every viewer.
+//!
+//! How a frame travels, and which module owns each step, is described in
+//! docs/architecture.md.
+
+pub mod app;
+pub mod camera;
+pub mod config;
+pub mod frames;
+pub mod http;
+pub mod pipeline;
+pub mod redact;
+pub mod registry;
+pub mod source;
+
+pub use app::App;
+pub use config::Config;

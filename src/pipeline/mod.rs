@@ -1,0 +1,406 @@
+//! The only module with GStreamer types: build a camera's pipeline from its
+//! rendered description, run it, report its bus events, and hand each
+//! encoded frame to the camera's [`FrameHub`].
+//!
+//! Threading contract: [`Pipeline::build`], [`Pipeline::start`],
+//! [`Pipeline::rewind`] and [`Pipeline::stop`] may block (plugin loading,
+//! state changes, joining streaming threads) and are called from
+//! `spawn_blocking`. The streaming-thread callbacks installed here never
+//! block: they publish into a `watch` channel and bump atomics.
+
+mod packages;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use crate::frames::{FrameHub, FrameKind, PipelineStats, pack_size};
+use crate::redact::Redactor;
+use crate::source::{Credentials, PipelinePlan};
+
+pub use packages::{debian_package, missing_element_hint};
+
+/// Initialises GStreamer once per process. Safe to call repeatedly.
+pub fn init() -> Result<(), PipelineError> {
+    gst::init().map_err(|e| PipelineError::Init(e.to_string()))
+}
+
+/// Why a pipeline could not be built, started or kept running. Messages are
+/// already redacted and say what to fix.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PipelineError {
+    #[error("GStreamer could not be initialised: {0}")]
+    Init(String),
+    #[error("invalid pipeline: {0}")]
+    Syntax(String),
+    #[error("{0}")]
+    MissingElement(String),
+    #[error(
+        "the pipeline has no appsink named \"sink\": a whole-pipeline override must end in \
+         `jpegenc ! appsink name=sink` (see pipelines/README.md)"
+    )]
+    NoSink,
+    #[error("{0}")]
+    Start(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl PipelineError {
+    /// Errors that retrying cannot fix: the pipeline text itself is wrong or
+    /// needs software that is not installed. The camera is marked failed
+    /// instead of reconnecting.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            PipelineError::Init(_)
+                | PipelineError::Syntax(_)
+                | PipelineError::MissingElement(_)
+                | PipelineError::NoSink
+        )
+    }
+}
+
+/// What the bus says, reduced to what a camera supervisor acts on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PipelineEvent {
+    Error(PipelineError),
+    EndOfStream,
+}
+
+/// Where a pipeline's frames and counters go.
+#[derive(Clone, Debug)]
+pub struct FrameOutput {
+    pub hub: Arc<FrameHub>,
+    pub stats: Arc<PipelineStats>,
+}
+
+/// A built camera pipeline. Set to NULL by [`Pipeline::stop`] and, as a
+/// safety net, on drop.
+#[derive(Debug)]
+pub struct Pipeline {
+    pipeline: gst::Pipeline,
+    redactor: Redactor,
+}
+
+impl Pipeline {
+    /// Parses the plan's description and wires camstream into it: the
+    /// appsink callback, the scale that follows the source's real size, the
+    /// frame counters and the credentials.
+    pub fn build(
+        plan: &PipelinePlan,
+        scale: f64,
+        output: FrameOutput,
+        redactor: Redactor,
+    ) -> Result<Pipeline, PipelineError> {
+        init()?;
+        let mut context = gst::ParseContext::new();
+        let parsed = gst::parse::launch_full(
+            &plan.description,
+            Some(&mut context),
+            // Without FATAL_ERRORS, a missing element yields a half-built
+            // pipeline and a warning instead of an error.
+            gst::ParseFlags::FATAL_ERRORS,
+        )
+        .map_err(|e| {
+            let missing = context.missing_elements();
+            if missing.is_empty() {
+                PipelineError::Syntax(redactor.redact(e.message()))
+            } else {
+                PipelineError::MissingElement(
+                    missing
+                        .iter()
+                        .map(|m| missing_element_hint(m))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            }
+        })?;
+        let pipeline = match parsed.downcast::<gst::Pipeline>() {
+            Ok(pipeline) => pipeline,
+            // A description of a single element parses to that element.
+            Err(element) => {
+                let pipeline = gst::Pipeline::new();
+                pipeline
+                    .add(&element)
+                    .map_err(|e| PipelineError::Syntax(e.to_string()))?;
+                pipeline
+            }
+        };
+        let pipeline = Pipeline { pipeline, redactor };
+        let sink = pipeline
+            .pipeline
+            .by_name("sink")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .ok_or(PipelineError::NoSink)?;
+        if let Some(credentials) = &plan.credentials {
+            pipeline.set_credentials(credentials);
+        }
+        if plan.managed {
+            pipeline.follow_source_size(scale, &output.stats)?;
+        } else {
+            // A whole-pipeline override must hand over JPEG; saying so in
+            // the caps turns a wrong format into a negotiation error at
+            // start rather than garbage in browsers.
+            sink.set_caps(Some(&gst::Caps::new_empty_simple("image/jpeg")));
+        }
+        install_appsink(&sink, output);
+        Ok(pipeline)
+    }
+
+    /// Sets every element that takes `user-id`/`user-pw` (rtspsrc,
+    /// souphttpsrc) to the source's credentials, unless the override set
+    /// them itself.
+    fn set_credentials(&self, credentials: &Credentials) {
+        let mut elements = self.pipeline.iterate_recurse();
+        while let Ok(Some(element)) = elements.next() {
+            if element.has_property_with_type("user-id", glib_string_type())
+                && element.has_property_with_type("user-pw", glib_string_type())
+                && element
+                    .property::<Option<String>>("user-id")
+                    .is_none_or(|u| u.is_empty())
+            {
+                element.set_property("user-id", &credentials.user);
+                element.set_property("user-pw", &credentials.password);
+            }
+        }
+    }
+
+    /// Keeps the capsfilter after the scaler at `scale` x the source's real
+    /// size. The size is known only once the decoder has negotiated caps,
+    /// and can change mid-stream (a camera switching profiles), so a probe
+    /// on the scaler's input rewrites the capsfilter before each new caps
+    /// event reaches the scaler, which then renegotiates its output.
+    fn follow_source_size(
+        &self,
+        scale: f64,
+        stats: &Arc<PipelineStats>,
+    ) -> Result<(), PipelineError> {
+        let element = |name: &str| {
+            self.pipeline.by_name(name).ok_or_else(|| {
+                PipelineError::Syntax(format!("camstream's element {name} is missing"))
+            })
+        };
+        let scaler_sink = element("camstream_scale")?
+            .static_pad("sink")
+            .ok_or_else(|| PipelineError::Syntax("videoconvertscale has no sink pad".into()))?;
+        // Weak: the probe lives on a pad of the same pipeline; a strong
+        // reference would keep the capsfilter alive after teardown.
+        let capsfilter = element("camstream_caps")?.downgrade();
+        let probe_stats = Arc::clone(stats);
+        scaler_sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            let Some(gst::PadProbeData::Event(event)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let gst::EventView::Caps(caps) = event.view() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let size = caps
+                .caps()
+                .structure(0)
+                .and_then(|s| Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?)));
+            if let (Some((w, h)), Some(capsfilter)) = (size, capsfilter.upgrade()) {
+                let (w, h) = (w.max(1) as u32, h.max(1) as u32);
+                let (tw, th) = scaled_size(w, h, scale);
+                probe_stats
+                    .input_size
+                    .store(pack_size(w, h), Ordering::Relaxed);
+                let target = gst::Caps::builder("video/x-raw")
+                    .field("width", tw as i32)
+                    .field("height", th as i32)
+                    .build();
+                capsfilter.set_property("caps", &target);
+            }
+            gst::PadProbeReturn::Ok
+        });
+        // Count the frames that reach the tail; frames_in - frames_out is
+        // what the leaky queue and appsink dropped to stay current.
+        let queue_sink = element("camstream_queue")?
+            .static_pad("sink")
+            .ok_or_else(|| PipelineError::Syntax("queue has no sink pad".into()))?;
+        let count_stats = Arc::clone(stats);
+        queue_sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            count_stats.frames_in.fetch_add(1, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+        Ok(())
+    }
+
+    /// Starts playing. A state change that fails at once (device missing,
+    /// element refusing its settings) is reported with the element's reason.
+    pub fn start(&self) -> Result<(), PipelineError> {
+        if self.pipeline.set_state(gst::State::Playing).is_err() {
+            let reason = self
+                .pipeline
+                .bus()
+                .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]))
+                .map(|msg| match msg.view() {
+                    gst::MessageView::Error(err) => describe_error(err, &self.redactor),
+                    _ => String::new(),
+                })
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "the pipeline refused to start".into());
+            return Err(PipelineError::Start(reason));
+        }
+        Ok(())
+    }
+
+    /// Bus events that matter to the supervisor. Warnings are logged here.
+    pub fn events(&self) -> impl Stream<Item = PipelineEvent> + Send + Unpin + use<> {
+        let bus = self.pipeline.bus().expect("a pipeline always has a bus");
+        let redactor = self.redactor.clone();
+        let weak = self.pipeline.downgrade();
+        bus.stream().filter_map(move |msg| {
+            let event = match msg.view() {
+                gst::MessageView::Error(err) => Some(PipelineEvent::Error(PipelineError::Runtime(
+                    describe_error(err, &redactor),
+                ))),
+                gst::MessageView::Eos(_) => Some(PipelineEvent::EndOfStream),
+                gst::MessageView::Warning(w) => {
+                    tracing::warn!(
+                        element = %msg.src().map(|s| s.name().to_string()).unwrap_or_default(),
+                        "{}",
+                        redactor.redact(&w.error().to_string())
+                    );
+                    None
+                }
+                // An element's latency changed (e.g. rtspsrc after the
+                // first RTCP): redistribute, as gst-launch does.
+                gst::MessageView::Latency(_) => {
+                    if let Some(pipeline) = weak.upgrade() {
+                        let _ = pipeline.recalculate_latency();
+                    }
+                    None
+                }
+                _ => None,
+            };
+            std::future::ready(event)
+        })
+    }
+
+    /// Seeks back to the start: file sources loop instead of ending.
+    pub fn rewind(&self) -> Result<(), PipelineError> {
+        self.pipeline
+            .seek_simple(
+                gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+                gst::ClockTime::ZERO,
+            )
+            .map_err(|_| PipelineError::Runtime("the file cannot be rewound to loop it".into()))
+    }
+
+    /// Stops the pipeline and releases its threads, sockets and devices.
+    /// Blocks until the streaming threads have stopped.
+    pub fn stop(&self) {
+        if let Err(e) = self.pipeline.set_state(gst::State::Null) {
+            tracing::warn!("pipeline did not stop cleanly: {e}");
+        }
+    }
+
+    /// The GStreamer pipeline, for tests that poke at a running pipeline
+    /// (e.g. changing a test source's resolution mid-stream).
+    pub fn gst_pipeline(&self) -> &gst::Pipeline {
+        &self.pipeline
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Normally already NULL via stop(); a pipeline dropped in another
+        // state leaks its threads and sockets.
+        if self.pipeline.current_state() != gst::State::Null {
+            let _ = self.pipeline.set_state(gst::State::Null);
+        }
+    }
+}
+
+fn glib_string_type() -> gst::glib::Type {
+    gst::glib::Type::STRING
+}
+
+/// `scale` x the source's size, rounded to even numbers (4:2:0 JPEG needs
+/// even dimensions) and at least 2x2.
+pub fn scaled_size(width: u32, height: u32, scale: f64) -> (u32, u32) {
+    let even = |v: u32| ((((v as f64) * scale) / 2.0).round() as u32 * 2).max(2);
+    (even(width), even(height))
+}
+
+/// The appsink hands each encoded frame to the hub: the GStreamer buffer is
+/// mapped once and shared by every viewer as `Bytes`, no copy.
+fn install_appsink(sink: &gst_app::AppSink, output: FrameOutput) {
+    // A bounded appsink that drops: if camstream ever falls behind, old
+    // frames are discarded, never queued (the contract for overrides too).
+    sink.set_max_buffers(1);
+    sink.set_drop(true);
+    sink.set_sync(false);
+    let FrameOutput { hub, stats } = output;
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let Some(buffer) = sample.buffer_owned() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let (width, height) = sample
+                    .caps()
+                    .and_then(|caps| caps.structure(0))
+                    .and_then(|s| Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?)))
+                    .map_or((0, 0), |(w, h)| (w.max(0) as u32, h.max(0) as u32));
+                let mapped = buffer
+                    .into_mapped_buffer_readable()
+                    .map_err(|_| gst::FlowError::Error)?;
+                let len = mapped.len() as u64;
+                stats.frames_out.fetch_add(1, Ordering::Relaxed);
+                stats.bytes_out.fetch_add(len, Ordering::Relaxed);
+                stats
+                    .output_size
+                    .store(pack_size(width, height), Ordering::Relaxed);
+                hub.publish(Bytes::from_owner(mapped), width, height, FrameKind::Live);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
+
+/// A bus error as a person should read it: which element, what happened,
+/// and GStreamer's detail line, with passwords masked.
+fn describe_error(err: &gst::message::Error, redactor: &Redactor) -> String {
+    let element = err
+        .src()
+        .map(|s| s.name().to_string())
+        .unwrap_or_else(|| "pipeline".into());
+    let error = err.error();
+    // The debug string is "file.c(line): function (): /Gst/Path:\ndetail";
+    // the detail is the useful part.
+    let detail = err
+        .debug()
+        .and_then(|d| d.lines().last().map(str::trim).map(str::to_string))
+        .filter(|d| !d.is_empty() && !d.starts_with("../"));
+    let text = match detail {
+        Some(detail) if detail != error.message() => {
+            format!("{element}: {} ({detail})", error.message())
+        }
+        _ => format!("{element}: {}", error.message()),
+    };
+    redactor.redact(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaling_follows_the_source_and_stays_even() {
+        assert_eq!(scaled_size(1920, 1080, 0.25), (480, 270));
+        assert_eq!(scaled_size(1280, 720, 0.25), (320, 180));
+        assert_eq!(scaled_size(640, 480, 0.5), (320, 240));
+        assert_eq!(scaled_size(2560, 1440, 0.3), (768, 432));
+        assert_eq!(scaled_size(4, 4, 0.1), (2, 2));
+        // Odd results round to the nearest even number.
+        assert_eq!(scaled_size(1000, 562, 0.25), (250, 140));
+    }
+}

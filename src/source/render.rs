@@ -1,0 +1,397 @@
+//! Rendering a camera's gst-launch description: the source fragment for
+//! each kind of source, pipeline templates with placeholders, and the
+//! scale/encode tail camstream appends. Pure functions of their inputs, so
+//! golden tests can pin every string (tests/golden.rs).
+
+use super::{Credentials, DEMO_PATTERN, Source, Transport};
+
+/// The placeholders a pipeline template may use. Each is replaced by a
+/// gst-launch value (quoted where needed) taken from the camera's source.
+pub const PLACEHOLDERS: &[(&str, &str)] = &[
+    (
+        "location",
+        "the source URL without credentials, or the file path",
+    ),
+    ("device", "the V4L2 device, e.g. /dev/video0"),
+    (
+        "latency",
+        "the RTSP jitter-buffer latency in ms (latency_ms)",
+    ),
+    ("protocols", "rtspsrc's lower transports (transport)"),
+    ("width", "test source width"),
+    ("height", "test source height"),
+    ("fps", "test source frame rate"),
+    ("pattern", "test source videotestsrc pattern"),
+    ("source", "camstream's own fragment for this source"),
+];
+
+/// Bounded connect for RTSP: rtspsrc's default TCP timeout is 20 s, far too
+/// long to leave a viewer staring at nothing when a camera is unreachable.
+const RTSP_TCP_TIMEOUT_US: u64 = 5_000_000;
+
+/// Timeout for blocking reads of an HTTP MJPEG source, in seconds.
+const HTTP_TIMEOUT_S: u32 = 5;
+
+/// Settings that shape the rendered pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenderOptions {
+    pub transport: Transport,
+    /// rtspsrc's jitter-buffer latency. rtspsrc defaults to 2000 ms, which
+    /// a live viewer sees as two seconds of lag.
+    pub latency_ms: u32,
+    /// JPEG quality, 1-100.
+    pub quality: u8,
+    /// Frames above this rate are dropped before they are scaled or encoded.
+    pub max_fps: Option<u32>,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            transport: Transport::Tcp,
+            latency_ms: 100,
+            quality: 80,
+            max_fps: None,
+        }
+    }
+}
+
+/// A pipeline override, as written in the config or in a file under
+/// `pipelines/`.
+#[derive(Clone, Copy, Debug)]
+pub enum PipelineText<'a> {
+    /// No override: camstream's fragment for the source.
+    Source,
+    /// A template; `origin` names it in errors (a file name or "pipeline").
+    Template { text: &'a str, origin: &'a str },
+}
+
+/// Everything `pipeline/` needs to build a camera's pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelinePlan {
+    /// The whole gst-launch description.
+    pub description: String,
+    /// Whether camstream's tail (scale, encode, `appsink name=sink`) was
+    /// appended; if so the scale follows the source's real resolution.
+    pub managed: bool,
+    /// File sources loop: on end of stream, seek back to the start.
+    pub loop_on_eos: bool,
+    /// Set on every element with `user-id`/`user-pw` properties after the
+    /// description is parsed.
+    pub credentials: Option<Credentials>,
+}
+
+/// A template that cannot be rendered for this camera.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TemplateError {
+    #[error(
+        "{origin}: unknown placeholder {{{name}}}; known placeholders: {}",
+        PLACEHOLDERS.iter().map(|(n, _)| format!("{{{n}}}")).collect::<Vec<_>>().join(", ")
+    )]
+    UnknownPlaceholder { origin: String, name: String },
+    #[error(
+        "{origin}: placeholder {{{name}}} has no value for a {kind} source; \
+         use a template made for {kind} sources"
+    )]
+    NoValue {
+        origin: String,
+        name: String,
+        kind: &'static str,
+    },
+    #[error("{origin}: placeholders need a `source` for the camera")]
+    NoSource { origin: String },
+    #[error("{origin}: the pipeline is empty")]
+    Empty { origin: String },
+}
+
+/// The pipeline plan for a camera: its source fragment or override, plus
+/// camstream's tail unless the override is a whole pipeline.
+pub fn plan(
+    source: Option<&Source>,
+    text: PipelineText<'_>,
+    opts: &RenderOptions,
+) -> Result<PipelinePlan, TemplateError> {
+    let body = match (text, source) {
+        (PipelineText::Template { text, origin }, _) => {
+            render_template(text, origin, source, opts)?
+        }
+        (PipelineText::Source, Some(source)) => fragment(source, opts),
+        (PipelineText::Source, None) => {
+            return Err(TemplateError::NoSource {
+                origin: "camera".into(),
+            });
+        }
+    };
+    // A whole pipeline names its own appsink; anything else yields raw video
+    // and gets the tail (see pipelines/README.md for the contract).
+    let managed = !body.contains("appsink");
+    let description = if managed {
+        format!("{body} ! {}", tail(opts))
+    } else {
+        body
+    };
+    Ok(PipelinePlan {
+        description,
+        managed,
+        loop_on_eos: matches!(source, Some(Source::File { .. })),
+        credentials: source.and_then(Source::credentials).cloned(),
+    })
+}
+
+/// camstream's source fragment for `source`: gst-launch text that ends in
+/// raw video.
+fn fragment(source: &Source, opts: &RenderOptions) -> String {
+    match source {
+        // decodebin takes whatever the webcam offers, raw or MJPEG; the
+        // pipelines/ templates pin one when a camera needs it.
+        Source::V4l2 { device } => format!("v4l2src device={} ! decodebin", quote(device)),
+        Source::Rtsp { url, .. } => format!(
+            "rtspsrc location={} latency={} protocols={} tcp-timeout={RTSP_TCP_TIMEOUT_US} \
+             drop-on-latency=true ! application/x-rtp,media=video ! decodebin",
+            quote(url.as_str()),
+            opts.latency_ms,
+            protocols(opts.transport),
+        ),
+        // Another MJPEG server's stream: split the multipart parts, decode.
+        // do-timestamp gives the parts the capture times a live source needs.
+        Source::Http { url, .. } => format!(
+            "souphttpsrc location={} is-live=true do-timestamp=true timeout={HTTP_TIMEOUT_S} \
+             ! multipartdemux single-stream=true ! jpegdec",
+            quote(url.as_str())
+        ),
+        // A file is not live: without `identity sync=true` it would be
+        // decoded as fast as the CPU allows instead of at its frame rate.
+        Source::File { path } => format!(
+            "filesrc location={} ! decodebin ! video/x-raw ! identity sync=true",
+            quote(&path.to_string_lossy())
+        ),
+        Source::Test {
+            pattern,
+            width,
+            height,
+            fps,
+        } => {
+            let caps = format!("video/x-raw,width={width},height={height},framerate={fps}/1");
+            if pattern == DEMO_PATTERN {
+                // Scrolling colour bars with the wall-clock time: visibly
+                // live, and sized to stay legible at a quarter scale.
+                format!(
+                    "videotestsrc is-live=true pattern=smpte horizontal-speed=2 ! {caps} \
+                     ! clockoverlay halignment=right valignment=top time-format={} font-desc={}",
+                    quote("%H:%M:%S"),
+                    quote("Sans 48")
+                )
+            } else {
+                format!("videotestsrc is-live=true pattern={pattern} ! {caps}")
+            }
+        }
+        Source::Launch { description } => description.trim().to_string(),
+    }
+}
+
+/// The part of every managed pipeline after the source: drop stale frames,
+/// scale, encode, hand to camstream.
+///
+/// The capsfilter starts empty; `pipeline/` fills in scale x the source's
+/// real size once caps are negotiated (and again if the source changes
+/// resolution mid-stream).
+pub fn tail(opts: &RenderOptions) -> String {
+    let rate = match opts.max_fps {
+        // Before the queue and the scaler, so a frame over the cap costs
+        // nothing past its decode.
+        Some(fps) => format!("videorate name=camstream_rate drop-only=true max-rate={fps} ! "),
+        None => String::new(),
+    };
+    format!(
+        "{rate}queue name=camstream_queue leaky=downstream max-size-buffers=1 max-size-bytes=0 \
+         max-size-time=0 ! videoconvertscale name=camstream_scale ! capsfilter name=camstream_caps \
+         ! jpegenc name=camstream_enc quality={} ! appsink name=sink max-buffers=1 drop=true sync=false",
+        opts.quality
+    )
+}
+
+/// rtspsrc's `protocols` flags for a transport.
+fn protocols(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Tcp => "tcp",
+        Transport::Udp => "udp",
+        Transport::Auto => "udp+udp-mcast+tcp",
+    }
+}
+
+/// Quotes a value for gst-launch syntax when it needs it.
+pub fn quote(value: &str) -> String {
+    let bare = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '/' | '+' | '-'));
+    if bare {
+        return value.to_string();
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// Renders a pipeline template: drops `#` comment lines, joins the rest into
+/// one line, and replaces `{placeholder}`s with values from `source`.
+///
+/// Only `{name}` with a lowercase name counts as a placeholder, so caps
+/// lists such as `format={ I420, NV12 }` pass through untouched.
+pub fn render_template(
+    text: &str,
+    origin: &str,
+    source: Option<&Source>,
+    opts: &RenderOptions,
+) -> Result<String, TemplateError> {
+    let joined = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if joined.is_empty() {
+        return Err(TemplateError::Empty {
+            origin: origin.into(),
+        });
+    }
+    let mut out = String::with_capacity(joined.len() + 64);
+    let mut rest = joined.as_str();
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(after.len());
+        if name_len == 0 || !after[name_len..].starts_with('}') {
+            out.push('{');
+            rest = after;
+            continue;
+        }
+        let name = &after[..name_len];
+        out.push_str(&placeholder(name, origin, source, opts)?);
+        rest = &after[name_len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn placeholder(
+    name: &str,
+    origin: &str,
+    source: Option<&Source>,
+    opts: &RenderOptions,
+) -> Result<String, TemplateError> {
+    if !PLACEHOLDERS.iter().any(|(n, _)| *n == name) {
+        return Err(TemplateError::UnknownPlaceholder {
+            origin: origin.into(),
+            name: name.into(),
+        });
+    }
+    let source = source.ok_or_else(|| TemplateError::NoSource {
+        origin: origin.into(),
+    })?;
+    let value = match (name, source) {
+        ("source", source) => Some(fragment(source, opts)),
+        ("location", Source::Rtsp { url, .. } | Source::Http { url, .. }) => {
+            Some(quote(url.as_str()))
+        }
+        ("location", Source::File { path }) => Some(quote(&path.to_string_lossy())),
+        ("device", Source::V4l2 { device }) => Some(quote(device)),
+        ("latency", Source::Rtsp { .. }) => Some(opts.latency_ms.to_string()),
+        ("protocols", Source::Rtsp { .. }) => Some(protocols(opts.transport).to_string()),
+        ("width", Source::Test { width, .. }) => Some(width.to_string()),
+        ("height", Source::Test { height, .. }) => Some(height.to_string()),
+        ("fps", Source::Test { fps, .. }) => Some(fps.to_string()),
+        ("pattern", Source::Test { pattern, .. }) => Some(if pattern == DEMO_PATTERN {
+            "smpte".to_string()
+        } else {
+            pattern.clone()
+        }),
+        _ => None,
+    };
+    value.ok_or_else(|| TemplateError::NoValue {
+        origin: origin.into(),
+        name: name.into(),
+        kind: source.kind(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> RenderOptions {
+        RenderOptions::default()
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote("/dev/video0"), "/dev/video0");
+        assert_eq!(quote("rtsp://h:554/a?b=c"), "\"rtsp://h:554/a?b=c\"");
+        assert_eq!(quote("a \"b\" \\c"), "\"a \\\"b\\\" \\\\c\"");
+        assert_eq!(quote(""), "\"\"");
+    }
+
+    #[test]
+    fn templates_fill_placeholders_and_keep_caps_lists() {
+        let source = Source::parse("rtsp://u:pw@cam/h264").unwrap();
+        let text = "# comment\nrtspsrc location={location} latency={latency}\n  ! video/x-raw,format={ I420, NV12 }";
+        let out = render_template(text, "t", Some(&source), &opts()).unwrap();
+        assert_eq!(
+            out,
+            "rtspsrc location=rtsp://cam/h264 latency=100 ! video/x-raw,format={ I420, NV12 }"
+        );
+    }
+
+    #[test]
+    fn template_errors_name_the_placeholder() {
+        let source = Source::parse("rtsp://cam/x").unwrap();
+        let err = render_template(
+            "v4l2src device={device}",
+            "v4l2.pipeline",
+            Some(&source),
+            &opts(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("{device}"), "{err}");
+        assert!(err.to_string().contains("rtsp source"), "{err}");
+        let err = render_template("x {nope}", "f", Some(&source), &opts()).unwrap_err();
+        assert!(matches!(err, TemplateError::UnknownPlaceholder { .. }));
+        assert!(matches!(
+            render_template("# only a comment", "f", Some(&source), &opts()),
+            Err(TemplateError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn whole_pipelines_are_not_managed() {
+        let full = "videotestsrc ! jpegenc ! appsink name=sink";
+        let plan = plan(
+            None,
+            PipelineText::Template {
+                text: full,
+                origin: "pipeline",
+            },
+            &opts(),
+        )
+        .unwrap();
+        assert!(!plan.managed);
+        assert_eq!(plan.description, full);
+    }
+
+    #[test]
+    fn credentials_never_enter_the_description() {
+        let source = Source::parse("rtsp://admin:hunter2@cam/x").unwrap();
+        let plan = plan(Some(&source), PipelineText::Source, &opts()).unwrap();
+        assert!(!plan.description.contains("hunter2"));
+        assert_eq!(plan.credentials.unwrap().password, "hunter2");
+    }
+}

@@ -1,0 +1,17 @@
+//! Shared integration-test harness. Every test binary pulls this in with
+//! `mod common;`, so helpers unused by one binary must not warn there.
+#![allow(dead_code)]
+
+pub mod app;
+pub mod mjpeg;
+pub mod rtsp;
+
+use std::sync::Once;
+
+/// Initialise GStreamer exactly once per test process. Safe to call from every
+/// test (tests run on many threads); it installs no logger or other global
+/// state so tests stay free to choose their own.
+pub fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| gstreamer::init().expect("gstreamer::init failed"));
+}
