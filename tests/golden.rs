@@ -219,3 +219,19 @@ fn passwords_never_reach_a_rendered_pipeline() {
         }
     }
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let path = root().join("camstream.example.toml");
+    let config = Config::load(&path).expect("camstream.example.toml parses");
+    assert!(config.problems.is_empty(), "{:?}", config.problems);
+    assert!(config.cameras.len() >= 3);
+    for camera in &config.cameras {
+        let settings = camera
+            .settings
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{}: {e}", camera.id));
+        settings.plan().expect("renders");
+        assert!(!settings.source_display().contains("12345"));
+    }
+}
