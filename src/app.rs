@@ -44,6 +44,7 @@ impl App {
         }
         let shutdown = CancellationToken::new();
         let cameras = Arc::new(Cameras::default());
+        let server_config = config.server.clone();
         for entry in config.cameras {
             if let Err(reason) = &entry.settings {
                 warn!(camera = %entry.id, "{reason}");
@@ -66,13 +67,12 @@ impl App {
         let state = AppState {
             cameras: Arc::clone(&cameras),
             shutdown: shutdown.clone(),
+            max_viewers: server_config.max_viewers,
         };
-        let server = tokio::spawn(serve(
-            listener,
-            routes(state),
-            shutdown.clone(),
-            ServerOptions::default(),
-        ));
+        let options = ServerOptions {
+            write_timeout: server_config.write_timeout(),
+        };
+        let server = tokio::spawn(serve(listener, routes(state), shutdown.clone(), options));
         info!(
             "camstream {} listening on http://{local_addr}/ with {} camera(s)",
             env!("CARGO_PKG_VERSION"),

@@ -20,8 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
 use crate::config::{CameraId, CameraSettings};
-use crate::frames::{FrameHub, FrameReceiver, PipelineStats, rfc3339};
-use crate::pipeline::{FrameOutput, Pipeline, PipelineError, PipelineEvent};
+use crate::frames::{
+    FrameHub, FrameKind, FrameReceiver, PipelineStats, pack_size, rfc3339, unpack_size,
+};
+use crate::pipeline::{FrameOutput, Pipeline, PipelineError, PipelineEvent, render_placeholder};
 use crate::redact::Redactor;
 
 /// First retry delay after a failure; short, because most failures are a
@@ -33,14 +35,15 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A pipeline that streamed this long counts as healthy: its next failure
 /// starts the back-off from the beginning again.
 pub const HEALTHY_PERIOD: Duration = Duration::from_secs(30);
-/// No frame for this long while streaming means the source hung (rtspsrc
-/// can stall without posting an error): tear down and restart.
-pub const WATCHDOG: Duration = Duration::from_secs(5);
 /// Time from start to the first frame: RTSP connect (bounded at 5 s) plus
 /// the wait for a key frame, which cameras send every 1-4 s.
 pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the supervisor checks progress and measures the frame rate.
 const TICK: Duration = Duration::from_millis(250);
+/// How often viewers of an offline camera get the placeholder frame: often
+/// enough that a browser never shows a silently frozen picture, rarely
+/// enough to cost nothing.
+pub const PLACEHOLDER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A camera's lifecycle state, as the API shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -107,6 +110,10 @@ pub enum OpenError {
     Unavailable { id: CameraId, reason: String },
     #[error("camera {id} sent no frame within {}s", .wait.as_secs_f32())]
     Timeout { id: CameraId, wait: Duration },
+    #[error(
+        "camera {id} already has its maximum of {limit} viewers (max_viewers): try again later"
+    )]
+    TooManyViewers { id: CameraId, limit: usize },
 }
 
 /// The supervisor's view of the camera, published on every change.
@@ -121,6 +128,9 @@ pub struct Status {
     pub fps: f64,
     /// When the next retry happens, while reconnecting.
     pub retry_in: Option<Duration>,
+    /// When a camera that was streaming went down; cleared by its next
+    /// frame.
+    pub offline_since: Option<SystemTime>,
 }
 
 impl Status {
@@ -132,6 +142,7 @@ impl Status {
             last_error_at: None,
             fps: 0.0,
             retry_in: None,
+            offline_since: None,
         }
     }
 }
@@ -162,8 +173,25 @@ pub struct Camera {
     status: watch::Sender<Status>,
     viewers: watch::Sender<usize>,
     counters: Counters,
+    /// The output size of the last frame streamed, packed: the size of the
+    /// placeholder shown while the camera is down.
+    last_output: AtomicU64,
     cancel: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A camera that was streaming is down: its viewers get a placeholder
+/// frame every [`PLACEHOLDER_INTERVAL`] until live frames return. Dropping
+/// the outage stops the placeholders.
+#[derive(Debug)]
+struct Outage {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Backs off a failing camera: 0.5 s, 1 s, 2 s, ... up to 30 s.
@@ -212,6 +240,7 @@ impl Camera {
             status: watch::Sender::new(Status::new(State::Idle)),
             viewers: watch::Sender::new(0),
             counters: Counters::default(),
+            last_output: AtomicU64::new(0),
             cancel: parent.child_token(),
             task: Mutex::new(None),
         });
@@ -272,10 +301,38 @@ impl Camera {
         }
     }
 
+    /// Registers a viewer unless the camera already has `max_viewers`.
+    pub fn try_attach(self: &Arc<Self>) -> Result<Viewer, OpenError> {
+        let limit = self
+            .configured()
+            .settings
+            .as_ref()
+            .map_or(usize::MAX, |s| s.max_viewers);
+        // Check and increment in one step, so concurrent viewers cannot
+        // overshoot the limit.
+        let admitted = self.viewers.send_if_modified(|n| {
+            let room = *n < limit;
+            if room {
+                *n += 1;
+            }
+            room
+        });
+        if !admitted {
+            return Err(OpenError::TooManyViewers {
+                id: self.id.clone(),
+                limit,
+            });
+        }
+        Ok(Viewer {
+            frames: self.hub.subscribe(),
+            camera: Arc::clone(self),
+        })
+    }
+
     /// Registers a viewer and waits, at most `wait`, until there is a frame
-    /// to show. Fails at once if the camera cannot start.
+    /// to show. Fails at once if the camera cannot start or is full.
     pub async fn open(self: &Arc<Self>, wait: Duration) -> Result<Viewer, OpenError> {
-        let viewer = self.attach();
+        let viewer = self.try_attach()?;
         let mut frames = viewer.frames.clone();
         let mut status = self.status.subscribe();
         let outcome = timeout(wait, async {
@@ -358,21 +415,30 @@ impl Camera {
         let mut configured = self.configured.subscribe();
         let mut viewers = self.viewers.subscribe();
         let mut backoff = Backoff::new();
+        let mut outage: Option<Outage> = None;
+        // Whether the next run is a retry after a failure.
+        let mut retrying = false;
         loop {
             let current = configured.borrow_and_update().clone();
-            let settings = match &current.settings {
-                Ok(settings) => settings.clone(),
-                Err(reason) => {
-                    let error = CameraError::Config(reason.clone());
-                    warn!("{error}");
+            let settings = match self.check(&current).await {
+                Ok(settings) => settings,
+                Err(error) => {
+                    warn!("camera failed: {error}");
                     self.record_error(State::Failed, &error, None);
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => break,
-                        _ = configured.changed() => continue,
+                    if self
+                        .wait_while_failed(&mut configured, &viewers, &mut outage)
+                        .await
+                    {
+                        continue;
                     }
+                    break;
                 }
             };
             if !settings.always_on && *viewers.borrow_and_update() == 0 {
+                outage = None;
+                self.hub.clear();
+                self.end_outage();
+                retrying = false;
                 self.set_state(State::Idle);
                 tokio::select! {
                     _ = self.cancel.cancelled() => break,
@@ -381,10 +447,21 @@ impl Camera {
                 }
             }
 
-            let exit = self.run_once(&settings, &viewers, &mut configured).await;
+            if retrying {
+                self.counters.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            let exit = self
+                .run_once(&settings, &viewers, &mut configured, &mut outage, retrying)
+                .await;
             match exit {
                 Exit::Shutdown => break,
-                Exit::Reconfigured | Exit::Idle => backoff.reset(),
+                Exit::Reconfigured | Exit::Idle => {
+                    outage = None;
+                    self.hub.clear();
+                    self.end_outage();
+                    retrying = false;
+                    backoff.reset();
+                }
                 Exit::Failed {
                     error,
                     streamed_for,
@@ -392,13 +469,20 @@ impl Camera {
                     if streamed_for >= HEALTHY_PERIOD {
                         backoff.reset();
                     }
+                    if outage.is_none() {
+                        outage = self.begin_outage(&current.name, &viewers);
+                    }
                     if error.is_permanent() {
                         warn!("camera failed: {error}");
                         self.record_error(State::Failed, &error, None);
-                        tokio::select! {
-                            _ = self.cancel.cancelled() => break,
-                            _ = configured.changed() => continue,
+                        if self
+                            .wait_while_failed(&mut configured, &viewers, &mut outage)
+                            .await
+                        {
+                            retrying = false;
+                            continue;
                         }
+                        break;
                     }
                     let delay = backoff.next_delay();
                     warn!(
@@ -406,20 +490,105 @@ impl Camera {
                         "camera error: {error}"
                     );
                     self.record_error(State::Reconnecting, &error, Some(delay));
+                    retrying = true;
                     tokio::select! {
                         _ = self.cancel.cancelled() => break,
-                        _ = configured.changed() => continue,
-                        // Nobody watching any more: stop retrying.
+                        _ = configured.changed() => { retrying = false; continue },
+                        // Nobody watching any more: stop retrying (the top
+                        // of the loop goes idle).
                         _ = idle_for(viewers.clone(), settings.idle_timeout), if !settings.always_on => continue,
-                        _ = sleep(delay) => {
-                            self.counters.restarts.fetch_add(1, Ordering::Relaxed);
-                        }
+                        _ = sleep(delay) => {}
                     }
                 }
             }
         }
+        drop(outage);
         self.hub.clear();
         self.set_state(State::Stopped);
+    }
+
+    /// The settings of a configuration, with its pipeline checked once
+    /// (parsed, elements installed, appsink present) so a broken camera is
+    /// `failed` from the start instead of at its first viewer.
+    async fn check(&self, configured: &Configured) -> Result<CameraSettings, CameraError> {
+        let settings = configured.settings.clone().map_err(CameraError::Config)?;
+        let plan = settings
+            .plan()
+            .map_err(|e| CameraError::Config(e.to_string()))?;
+        let redactor = settings.redactor();
+        tokio::task::spawn_blocking(move || Pipeline::validate(&plan))
+            .await
+            .map_err(|e| CameraError::Internal(e.to_string()))?
+            .map_err(|e| match e {
+                PipelineError::Syntax(text) => PipelineError::Syntax(redactor.redact(&text)),
+                other => other,
+            })?;
+        Ok(settings)
+    }
+
+    /// Waits in `failed` until the configuration changes (true) or the
+    /// camera shuts down (false). Placeholders stop once nobody watches.
+    async fn wait_while_failed(
+        &self,
+        configured: &mut watch::Receiver<Arc<Configured>>,
+        viewers: &watch::Receiver<usize>,
+        outage: &mut Option<Outage>,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return false,
+                _ = configured.changed() => return true,
+                _ = idle_for(viewers.clone(), Duration::ZERO), if outage.is_some() => {
+                    *outage = None;
+                    self.hub.clear();
+                }
+            }
+        }
+    }
+
+    /// Starts showing viewers a placeholder, if there are viewers and the
+    /// camera has streamed (so the output size is known). Otherwise clears
+    /// the newest frame, so nobody is shown a stale picture as live.
+    fn begin_outage(&self, name: &str, viewers: &watch::Receiver<usize>) -> Option<Outage> {
+        let size = unpack_size(self.last_output.load(Ordering::Relaxed));
+        let (Some((width, height)), true) = (size, *viewers.borrow() > 0) else {
+            self.hub.clear();
+            return None;
+        };
+        let now = SystemTime::now();
+        self.status.send_modify(|st| st.offline_since = Some(now));
+        let local = chrono::DateTime::<chrono::Local>::from(now).format("%H:%M:%S");
+        let text = format!("{name}\nOFFLINE since {local}\nreconnecting…");
+        let hub = Arc::clone(&self.hub);
+        let task = tokio::spawn(
+            async move {
+                let rendered =
+                    tokio::task::spawn_blocking(move || render_placeholder(width, height, &text))
+                        .await;
+                let jpeg = match rendered {
+                    Ok(Ok(jpeg)) => jpeg,
+                    Ok(Err(e)) => {
+                        warn!("cannot draw the offline placeholder: {e}");
+                        hub.clear();
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let mut tick = tokio::time::interval(PLACEHOLDER_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    hub.publish(jpeg.clone(), width, height, FrameKind::Placeholder);
+                }
+            }
+            .in_current_span(),
+        );
+        Some(Outage { task })
+    }
+
+    /// Live again (or stopped): no longer offline.
+    fn end_outage(&self) {
+        self.status
+            .send_if_modified(|st| st.offline_since.take().is_some());
     }
 
     /// Builds, runs and always tears down one pipeline.
@@ -428,8 +597,13 @@ impl Camera {
         settings: &CameraSettings,
         viewers: &watch::Receiver<usize>,
         configured: &mut watch::Receiver<Arc<Configured>>,
+        outage: &mut Option<Outage>,
+        retrying: bool,
     ) -> Exit {
-        self.set_state(State::Starting);
+        // A retry stays `reconnecting` until it delivers a frame.
+        if !retrying {
+            self.set_state(State::Starting);
+        }
         self.counters.starts.fetch_add(1, Ordering::Relaxed);
         self.stats.input_size.store(0, Ordering::Relaxed);
         self.stats.output_size.store(0, Ordering::Relaxed);
@@ -464,8 +638,8 @@ impl Camera {
         info!(source = %settings.source_display(), "pipeline started");
 
         let mut events = pipeline.events();
-        let mut first_frame = self.hub.subscribe();
-        first_frame.mark_unchanged();
+        let mut frames = self.hub.subscribe();
+        frames.mark_unchanged();
         let mut streaming_since: Option<Instant> = None;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -475,6 +649,8 @@ impl Camera {
         let mut fps_window = (Instant::now(), last_count);
         let idle = idle_for(viewers.clone(), settings.idle_timeout);
         tokio::pin!(idle);
+        let streamed_for =
+            |since: Option<Instant>| since.map_or(Duration::ZERO, |t: Instant| t.elapsed());
 
         let exit = loop {
             tokio::select! {
@@ -484,32 +660,39 @@ impl Camera {
                 event = events.next() => match event {
                     Some(PipelineEvent::Error(e)) => break Exit::Failed {
                         error: e.into(),
-                        streamed_for: streaming_since.map_or(Duration::ZERO, |t| t.elapsed()),
+                        streamed_for: streamed_for(streaming_since),
                     },
                     Some(PipelineEvent::EndOfStream) if loop_on_eos => {
                         let p = Arc::clone(&pipeline);
                         match tokio::task::spawn_blocking(move || p.rewind()).await {
                             Ok(Ok(())) => {}
-                            Ok(Err(e)) => break Exit::Failed { error: e.into(), streamed_for: Duration::ZERO },
-                            Err(e) => break Exit::Failed { error: CameraError::Internal(e.to_string()), streamed_for: Duration::ZERO },
+                            Ok(Err(e)) => break failed(e.into()),
+                            Err(e) => break failed(CameraError::Internal(e.to_string())),
                         }
                     }
                     Some(PipelineEvent::EndOfStream) => break Exit::Failed {
                         error: CameraError::EndOfStream,
-                        streamed_for: streaming_since.map_or(Duration::ZERO, |t| t.elapsed()),
+                        streamed_for: streamed_for(streaming_since),
                     },
-                    None => break Exit::Failed {
-                        error: CameraError::Internal("the pipeline's bus closed".into()),
-                        streamed_for: Duration::ZERO,
-                    },
+                    None => break failed(CameraError::Internal("the pipeline's bus closed".into())),
                 },
-                _ = first_frame.changed(), if streaming_since.is_none() => {
-                    streaming_since = Some(Instant::now());
-                    self.set_state(State::Streaming);
-                    info!(
-                        input = ?self.stats.input(), output = ?self.stats.output(),
-                        after_ms = started.elapsed().as_millis() as u64, "first frame"
-                    );
+                // Only until the first live frame: placeholders published
+                // during an outage change the hub too.
+                r = frames.changed(), if streaming_since.is_none() => {
+                    let live = r.is_ok() && frames.borrow_and_update().as_ref().is_some_and(|f| f.is_live());
+                    if live {
+                        streaming_since = Some(Instant::now());
+                        *outage = None;
+                        self.end_outage();
+                        if let Some((w, h)) = self.stats.output() {
+                            self.last_output.store(pack_size(w, h), Ordering::Relaxed);
+                        }
+                        self.set_state(State::Streaming);
+                        info!(
+                            input = ?self.stats.input(), output = ?self.stats.output(),
+                            after_ms = started.elapsed().as_millis() as u64, "first frame"
+                        );
+                    }
                 }
                 _ = tick.tick() => {
                     let count = self.stats.frames_out.load(Ordering::Relaxed);
@@ -518,17 +701,14 @@ impl Camera {
                         last_count = count;
                         last_progress = now;
                     }
-                    let limit = if streaming_since.is_some() { WATCHDOG } else { FIRST_FRAME_TIMEOUT };
+                    let limit = if streaming_since.is_some() { settings.watchdog } else { FIRST_FRAME_TIMEOUT.max(settings.watchdog) };
                     if now - last_progress >= limit {
                         let error = if streaming_since.is_some() {
                             CameraError::Stalled(limit)
                         } else {
                             CameraError::NoFirstFrame(limit)
                         };
-                        break Exit::Failed {
-                            error,
-                            streamed_for: streaming_since.map_or(Duration::ZERO, |t| t.elapsed()),
-                        };
+                        break Exit::Failed { error, streamed_for: streamed_for(streaming_since) };
                     }
                     let elapsed = now - fps_window.0;
                     if elapsed >= Duration::from_secs(1) {
@@ -553,7 +733,6 @@ impl Camera {
         }
         drop(events);
         drop(pipeline);
-        self.hub.clear();
         match &exit {
             Exit::Idle => info!("no viewers for {:?}: stopped", settings.idle_timeout),
             Exit::Reconfigured => info!("configuration changed: restarting"),
@@ -624,6 +803,7 @@ pub struct CameraInfo {
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
     pub retry_in_s: Option<f64>,
+    pub offline_since: Option<String>,
     pub input: Option<Resolution>,
     pub output: Option<Resolution>,
     pub fps: f64,
@@ -678,6 +858,7 @@ impl Camera {
             last_error: status.last_error.clone(),
             last_error_at: status.last_error_at.map(rfc3339),
             retry_in_s: status.retry_in.map(|d| d.as_secs_f64()),
+            offline_since: status.offline_since.map(rfc3339),
             input: running.then(|| resolution(self.stats.input())).flatten(),
             output: running.then(|| resolution(self.stats.output())).flatten(),
             fps: (status.fps * 10.0).round() / 10.0,

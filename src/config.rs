@@ -37,6 +37,18 @@ pub const DEFAULT_LATENCY_MS: u32 = 100;
 pub const DEFAULT_PIPELINES_DIR: &str = "pipelines";
 /// The built-in demo camera served when no camera is configured.
 pub const DEMO_CAMERA_ID: &str = "demo";
+/// No frame for this long while streaming means the source hung (rtspsrc
+/// can stall without posting an error): tear down and restart.
+pub const DEFAULT_WATCHDOG_S: f64 = 5.0;
+/// A viewer whose socket accepts nothing for this long is dropped: long
+/// enough for a phone switching networks, short enough to free its slot.
+pub const DEFAULT_WRITE_TIMEOUT_S: f64 = 30.0;
+/// Viewers of one camera. A guard against runaway clients, not a tuning
+/// knob: one camera's stream costs ~0.1% of a core per viewer.
+pub const DEFAULT_MAX_VIEWERS_PER_CAMERA: usize = 1000;
+/// Viewers of all cameras together; each holds a socket and a file
+/// descriptor (camstream raises its descriptor limit to the hard limit).
+pub const DEFAULT_MAX_VIEWERS: usize = 4000;
 
 /// A fatal configuration error: camstream cannot start with this file.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +154,40 @@ pub struct ServerConfig {
     /// paths are relative to the config file.
     #[serde(default)]
     pub pipelines_dir: Option<PathBuf>,
+    /// Seconds a stalled viewer may block before it is dropped.
+    #[serde(default = "default_write_timeout_s")]
+    pub write_timeout_s: f64,
+    /// Viewers of all cameras together; more get 503 with Retry-After.
+    #[serde(default = "default_max_viewers")]
+    pub max_viewers: usize,
+}
+
+fn default_write_timeout_s() -> f64 {
+    DEFAULT_WRITE_TIMEOUT_S
+}
+
+fn default_max_viewers() -> usize {
+    DEFAULT_MAX_VIEWERS
+}
+
+impl ServerConfig {
+    /// Checks the values serde cannot.
+    fn validate(&self) -> Result<(), String> {
+        if !(self.write_timeout_s.is_finite() && (1.0..=3600.0).contains(&self.write_timeout_s)) {
+            return Err(format!(
+                "[server] write_timeout_s = {} is out of range: use 1 to 3600 seconds",
+                self.write_timeout_s
+            ));
+        }
+        if self.max_viewers == 0 {
+            return Err("[server] max_viewers = 0 would refuse every viewer: use 1 or more".into());
+        }
+        Ok(())
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.write_timeout_s.clamp(1.0, 3600.0))
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -155,6 +201,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             pipelines_dir: None,
+            write_timeout_s: DEFAULT_WRITE_TIMEOUT_S,
+            max_viewers: DEFAULT_MAX_VIEWERS,
         }
     }
 }
@@ -164,12 +212,16 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     pub scale: Option<f64>,
-    pub quality: Option<u8>,
-    pub max_fps: Option<u32>,
+    // Integers are read wide and range-checked, so `quality = 300` says
+    // "use 1 to 100" rather than "expected u8".
+    pub quality: Option<i64>,
+    pub max_fps: Option<i64>,
     pub always_on: Option<bool>,
     pub idle_timeout_s: Option<f64>,
     pub transport: Option<Transport>,
-    pub latency_ms: Option<u32>,
+    pub latency_ms: Option<i64>,
+    pub watchdog_s: Option<f64>,
+    pub max_viewers: Option<i64>,
 }
 
 /// One `[[cameras]]` entry, as written.
@@ -184,9 +236,9 @@ pub struct CameraConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quality: Option<u8>,
+    pub quality: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_fps: Option<u32>,
+    pub max_fps: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub always_on: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,7 +246,11 @@ pub struct CameraConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<Transport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<u32>,
+    pub latency_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_viewers: Option<i64>,
     /// A gst-launch override, inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
@@ -216,6 +272,10 @@ pub struct CameraSettings {
     pub idle_timeout: Duration,
     pub transport: Transport,
     pub latency_ms: u32,
+    /// Restart the pipeline after this long without a frame.
+    pub watchdog: Duration,
+    /// Viewers of this camera; more get 503.
+    pub max_viewers: usize,
     /// The override's text and where it came from.
     pub pipeline: Option<PipelineOverride>,
 }
@@ -291,6 +351,8 @@ impl CameraConfig {
             idle_timeout_s: None,
             transport: None,
             latency_ms: None,
+            watchdog_s: None,
+            max_viewers: None,
             pipeline: None,
             pipeline_file: None,
         }
@@ -310,17 +372,22 @@ impl CameraConfig {
                 "scale = {scale} is out of range: use a factor above 0 and at most 1 (0.25 is a quarter of the camera's width and height)"
             ));
         }
-        let quality = self.quality.or(defaults.quality).unwrap_or(DEFAULT_QUALITY);
+        let quality = self
+            .quality
+            .or(defaults.quality)
+            .unwrap_or(i64::from(DEFAULT_QUALITY));
         if !(1..=100).contains(&quality) {
             problems.push(format!(
                 "quality = {quality} is out of range: use a JPEG quality from 1 to 100"
             ));
         }
         let max_fps = self.max_fps.or(defaults.max_fps);
-        if max_fps == Some(0) {
-            problems.push(
-                "max_fps = 0 would show nothing: leave it out for no cap, or use 1 or more".into(),
-            );
+        if let Some(fps) = max_fps
+            && !(1..=1000).contains(&fps)
+        {
+            problems.push(format!(
+                "max_fps = {fps} is out of range: leave it out for no cap, or use 1 to 1000"
+            ));
         }
         let idle_timeout_s = self
             .idle_timeout_s
@@ -334,10 +401,28 @@ impl CameraConfig {
         let latency_ms = self
             .latency_ms
             .or(defaults.latency_ms)
-            .unwrap_or(DEFAULT_LATENCY_MS);
-        if latency_ms > 10_000 {
+            .unwrap_or(i64::from(DEFAULT_LATENCY_MS));
+        if !(0..=10_000).contains(&latency_ms) {
             problems.push(format!(
-                "latency_ms = {latency_ms} is over 10000: a live view wants 0-500 ms"
+                "latency_ms = {latency_ms} is out of range: use 0 to 10000 (a live view wants 0-500 ms)"
+            ));
+        }
+        let watchdog_s = self
+            .watchdog_s
+            .or(defaults.watchdog_s)
+            .unwrap_or(DEFAULT_WATCHDOG_S);
+        if !(watchdog_s.is_finite() && (0.5..=600.0).contains(&watchdog_s)) {
+            problems.push(format!(
+                "watchdog_s = {watchdog_s} is out of range: use 0.5 to 600 seconds"
+            ));
+        }
+        let max_viewers = self
+            .max_viewers
+            .or(defaults.max_viewers)
+            .unwrap_or(DEFAULT_MAX_VIEWERS_PER_CAMERA as i64);
+        if max_viewers < 1 {
+            problems.push(format!(
+                "max_viewers = {max_viewers} would refuse every viewer: use 1 or more"
             ));
         }
 
@@ -388,12 +473,14 @@ impl CameraConfig {
                 .unwrap_or_else(|| self.id.to_string()),
             source,
             scale,
-            quality,
-            max_fps,
+            quality: quality.clamp(1, 100) as u8,
+            max_fps: max_fps.map(|f| f.clamp(1, 1000) as u32),
             always_on: self.always_on.or(defaults.always_on).unwrap_or(false),
             idle_timeout: Duration::from_secs_f64(idle_timeout_s.clamp(0.0, 86_400.0)),
             transport: self.transport.or(defaults.transport).unwrap_or_default(),
-            latency_ms,
+            latency_ms: latency_ms.clamp(0, 10_000) as u32,
+            watchdog: Duration::from_secs_f64(watchdog_s.clamp(0.5, 600.0)),
+            max_viewers: max_viewers.max(1) as usize,
             pipeline,
         };
         // Render now, so a template that cannot be filled in for this source
@@ -518,6 +605,12 @@ impl Config {
                 message: redact_text(e.message().trim()).into_owned(),
             }
         })?;
+        raw.server
+            .validate()
+            .map_err(|message| ConfigError::Parse {
+                location: origin.clone(),
+                message,
+            })?;
         let base = path
             .and_then(Path::parent)
             .map(Path::to_path_buf)

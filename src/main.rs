@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -61,22 +62,47 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     Ok(config.with_demo_if_empty())
 }
 
+/// Shutdown must finish within 2 s (container runtimes send SIGKILL
+/// soon after SIGTERM); whatever is still stopping after this is abandoned.
+const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1500);
+
 fn run(args: Args) -> anyhow::Result<()> {
     let config = load_config(&args)?;
+    // Each viewer holds a socket; the default soft limit of 1024 descriptors
+    // would cap a server at about a thousand viewers.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!("cannot raise the open-files limit: {e}");
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let app = App::build(config).await?;
-        app.run_until(shutdown_signal()).await;
+        shutdown_signal().await;
+        // A second signal means "now": exit without waiting for cleanup.
+        tokio::spawn(async {
+            shutdown_signal().await;
+            eprintln!("camstream: second signal, exiting at once");
+            std::process::exit(130);
+        });
+        if tokio::time::timeout(SHUTDOWN_LIMIT, app.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown took over {SHUTDOWN_LIMIT:?}; exiting anyway");
+        }
         Ok(())
-    })
+    });
+    // Blocking tasks still stopping a pipeline must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
 }
 
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
+        _ = int.recv() => {},
         _ = term.recv() => {},
     }
     tracing::info!("shutting down");

@@ -22,7 +22,7 @@ use warp::Reply;
 use warp::http::{HeaderValue, header};
 
 use crate::camera::Viewer;
-use crate::frames::Frame;
+use crate::frames::{Frame, FrameKind};
 
 /// The boundary the OpenCV + Django pattern used, kept so front ends that
 /// parse the stream themselves keep working.
@@ -34,10 +34,17 @@ const OPENING: &[u8] = b"--frame\r\n";
 /// Ends a part's body and opens the next part.
 const NEXT_BOUNDARY: &[u8] = b"\r\n--frame\r\n";
 
-/// The headers of one part, for a JPEG of `len` bytes.
-pub fn part_header(len: usize) -> Bytes {
+/// The headers of one part. Placeholder frames (camera offline) say so in
+/// an extra header, for clients that read the stream themselves; browsers
+/// ignore it.
+pub fn part_header(frame: &Frame) -> Bytes {
+    let kind = match frame.kind {
+        FrameKind::Live => "",
+        FrameKind::Placeholder => "X-Camstream-Frame: placeholder\r\n",
+    };
     Bytes::from(format!(
-        "Content-Type: image/jpeg\r\nContent-Length: {len}\r\n\r\n"
+        "Content-Type: image/jpeg\r\nContent-Length: {}\r\n{kind}\r\n",
+        frame.jpeg.len()
     ))
 }
 
@@ -45,7 +52,7 @@ pub fn part_header(len: usize) -> Bytes {
 /// the next boundary.
 pub fn part(frame: &Frame) -> [Bytes; 3] {
     [
-        part_header(frame.jpeg.len()),
+        part_header(frame),
         frame.jpeg.clone(),
         Bytes::from_static(NEXT_BOUNDARY),
     ]
@@ -142,7 +149,6 @@ pub fn no_cache(headers: &mut warp::http::HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::FrameKind;
 
     #[test]
     fn a_part_ends_with_the_next_boundary() {

@@ -36,6 +36,8 @@ pub struct AppState {
     pub cameras: Arc<Cameras>,
     /// Cancelled at shutdown; open streams end when it is.
     pub shutdown: CancellationToken,
+    /// Viewers of all cameras together ([server] max_viewers).
+    pub max_viewers: usize,
 }
 
 /// An API failure. Every error response is JSON:
@@ -54,6 +56,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error(
+        "the server already has its maximum of {0} viewers ([server] max_viewers): try again later"
+    )]
+    ServerFull(usize),
 }
 
 impl ApiError {
@@ -61,7 +67,7 @@ impl ApiError {
         match self {
             ApiError::UnknownCamera(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadId(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Open(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Open(_) | ApiError::ServerFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -73,6 +79,9 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Open(OpenError::Unavailable { .. }) => "camera_unavailable",
             ApiError::Open(OpenError::Timeout { .. }) => "camera_timeout",
+            ApiError::Open(OpenError::TooManyViewers { .. }) | ApiError::ServerFull(_) => {
+                "too_many_viewers"
+            }
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
         }
@@ -265,6 +274,12 @@ async fn stream(state: &AppState, id: &str, query: &HashMap<String, String>) -> 
                 })?,
         ),
     };
+    // The total is a sum over cameras: cheap for tens of cameras, and a
+    // viewer or two over the limit in a race harms nothing.
+    let total: usize = state.cameras.all().iter().map(|c| c.viewer_count()).sum();
+    if total >= state.max_viewers {
+        return Err(ApiError::ServerFull(state.max_viewers));
+    }
     let viewer = camera.open(OPEN_WAIT).await?;
     Ok(mjpeg::response(viewer, fps, state.shutdown.clone()))
 }

@@ -8,6 +8,7 @@
 //! `spawn_blocking`. The streaming-thread callbacks installed here never
 //! block: they publish into a `watch` channel and bump atomics.
 
+mod errors;
 mod packages;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::frames::{FrameHub, FrameKind, PipelineStats, pack_size};
 use crate::redact::Redactor;
 use crate::source::{Credentials, PipelinePlan};
 
+use errors::describe_error;
 pub use packages::{debian_package, missing_element_hint};
 
 /// Initialises GStreamer once per process. Safe to call repeatedly.
@@ -98,46 +100,8 @@ impl Pipeline {
         output: FrameOutput,
         redactor: Redactor,
     ) -> Result<Pipeline, PipelineError> {
-        init()?;
-        let mut context = gst::ParseContext::new();
-        let parsed = gst::parse::launch_full(
-            &plan.description,
-            Some(&mut context),
-            // Without FATAL_ERRORS, a missing element yields a half-built
-            // pipeline and a warning instead of an error.
-            gst::ParseFlags::FATAL_ERRORS,
-        )
-        .map_err(|e| {
-            let missing = context.missing_elements();
-            if missing.is_empty() {
-                PipelineError::Syntax(redactor.redact(e.message()))
-            } else {
-                PipelineError::MissingElement(
-                    missing
-                        .iter()
-                        .map(|m| missing_element_hint(m))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )
-            }
-        })?;
-        let pipeline = match parsed.downcast::<gst::Pipeline>() {
-            Ok(pipeline) => pipeline,
-            // A description of a single element parses to that element.
-            Err(element) => {
-                let pipeline = gst::Pipeline::new();
-                pipeline
-                    .add(&element)
-                    .map_err(|e| PipelineError::Syntax(e.to_string()))?;
-                pipeline
-            }
-        };
+        let (pipeline, sink) = parse(plan, &redactor)?;
         let pipeline = Pipeline { pipeline, redactor };
-        let sink = pipeline
-            .pipeline
-            .by_name("sink")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .ok_or(PipelineError::NoSink)?;
         if let Some(credentials) = &plan.credentials {
             pipeline.set_credentials(credentials);
         }
@@ -151,6 +115,14 @@ impl Pipeline {
         }
         install_appsink(&sink, output);
         Ok(pipeline)
+    }
+
+    /// Checks that the plan parses, that every element is installed and
+    /// that it has `appsink name=sink`, without starting anything: a camera
+    /// with a broken pipeline is reported at startup, not at its first
+    /// viewer.
+    pub fn validate(plan: &PipelinePlan) -> Result<(), PipelineError> {
+        parse(plan, &Redactor::default()).map(drop)
     }
 
     /// Sets every element that takes `user-id`/`user-pw` (rtspsrc,
@@ -318,6 +290,98 @@ impl Drop for Pipeline {
     }
 }
 
+/// Parses a plan's description into a pipeline and finds its appsink.
+fn parse(
+    plan: &PipelinePlan,
+    redactor: &Redactor,
+) -> Result<(gst::Pipeline, gst_app::AppSink), PipelineError> {
+    init()?;
+    let mut context = gst::ParseContext::new();
+    let parsed = gst::parse::launch_full(
+        &plan.description,
+        Some(&mut context),
+        // Without FATAL_ERRORS, a missing element yields a half-built
+        // pipeline and a warning instead of an error.
+        gst::ParseFlags::FATAL_ERRORS,
+    )
+    .map_err(|e| {
+        let missing = context.missing_elements();
+        if missing.is_empty() {
+            PipelineError::Syntax(redactor.redact(&format!(
+                "{} in \"{}\": check the gst-launch syntax (elements joined by !, properties as name=value)",
+                e.message(),
+                plan.body
+            )))
+        } else {
+            PipelineError::MissingElement(
+                missing
+                    .iter()
+                    .map(|m| missing_element_hint(m))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        }
+    })?;
+    let pipeline = match parsed.downcast::<gst::Pipeline>() {
+        Ok(pipeline) => pipeline,
+        // A description of a single element parses to that element.
+        Err(element) => {
+            let pipeline = gst::Pipeline::new();
+            pipeline
+                .add(&element)
+                .map_err(|e| PipelineError::Syntax(e.to_string()))?;
+            pipeline
+        }
+    };
+    let sink = pipeline
+        .by_name("sink")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or(PipelineError::NoSink)?;
+    Ok((pipeline, sink))
+}
+
+/// Draws the picture viewers see while a camera is offline: `text`
+/// centred on dark grey at the camera's output size, as a JPEG. Runs a
+/// one-frame pipeline, so call it from a blocking thread.
+pub fn render_placeholder(width: u32, height: u32, text: &str) -> Result<Bytes, PipelineError> {
+    init()?;
+    let description = format!(
+        "videotestsrc pattern=solid-color foreground-color=0xff303030 num-buffers=1 \
+         ! video/x-raw,width={width},height={height} \
+         ! textoverlay name=text valignment=center halignment=center line-alignment=center \
+           wrap-mode=word font-desc=\"Sans Bold 18\" shaded-background=false \
+         ! jpegenc quality=80 ! appsink name=sink"
+    );
+    let pipeline = gst::parse::launch(&description)
+        .map_err(|e| PipelineError::Runtime(format!("placeholder: {e}")))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| PipelineError::Runtime("placeholder: not a pipeline".into()))?;
+    // Set as a property, not in the description: no quoting to get wrong.
+    if let Some(overlay) = pipeline.by_name("text") {
+        overlay.set_property("text", text);
+    }
+    let sink = pipeline
+        .by_name("sink")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or(PipelineError::NoSink)?;
+    let result = pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| PipelineError::Runtime("placeholder pipeline did not start".into()))
+        .and_then(|_| {
+            sink.try_pull_sample(gst::ClockTime::from_seconds(5))
+                .and_then(|s| s.buffer_owned())
+                .ok_or_else(|| PipelineError::Runtime("placeholder pipeline made no frame".into()))
+        })
+        .and_then(|buffer| {
+            buffer
+                .into_mapped_buffer_readable()
+                .map(Bytes::from_owner)
+                .map_err(|_| PipelineError::Runtime("placeholder frame unreadable".into()))
+        });
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
 fn glib_string_type() -> gst::glib::Type {
     gst::glib::Type::STRING
 }
@@ -364,29 +428,6 @@ fn install_appsink(sink: &gst_app::AppSink, output: FrameOutput) {
             })
             .build(),
     );
-}
-
-/// A bus error as a person should read it: which element, what happened,
-/// and GStreamer's detail line, with passwords masked.
-fn describe_error(err: &gst::message::Error, redactor: &Redactor) -> String {
-    let element = err
-        .src()
-        .map(|s| s.name().to_string())
-        .unwrap_or_else(|| "pipeline".into());
-    let error = err.error();
-    // The debug string is "file.c(line): function (): /Gst/Path:\ndetail";
-    // the detail is the useful part.
-    let detail = err
-        .debug()
-        .and_then(|d| d.lines().last().map(str::trim).map(str::to_string))
-        .filter(|d| !d.is_empty() && !d.starts_with("../"));
-    let text = match detail {
-        Some(detail) if detail != error.message() => {
-            format!("{element}: {} ({detail})", error.message())
-        }
-        _ => format!("{element}: {}", error.message()),
-    };
-    redactor.redact(&text)
 }
 
 #[cfg(test)]

@@ -71,6 +71,9 @@ pub enum PipelineText<'a> {
 pub struct PipelinePlan {
     /// The whole gst-launch description.
     pub description: String,
+    /// The part before camstream's tail: what the user wrote or the source
+    /// fragment. Errors quote this, not the tail they did not write.
+    pub body: String,
     /// Whether camstream's tail (scale, encode, `appsink name=sink`) was
     /// appended; if so the scale follows the source's real resolution.
     pub managed: bool,
@@ -128,10 +131,11 @@ pub fn plan(
     let description = if managed {
         format!("{body} ! {}", tail(opts))
     } else {
-        body
+        body.clone()
     };
     Ok(PipelinePlan {
         description,
+        body,
         managed,
         loop_on_eos: matches!(source, Some(Source::File { .. })),
         credentials: source.and_then(Source::credentials).cloned(),

@@ -12,8 +12,13 @@ use serde_json::Value;
 /// tables) on a free loopback port. Relative `pipeline_file`s resolve in the
 /// repository's pipelines/ directory.
 pub async fn start(cameras: &str) -> App {
+    start_with_server("", cameras).await
+}
+
+/// [`start`], with extra `[server]` settings (TOML lines).
+pub async fn start_with_server(server: &str, cameras: &str) -> App {
     super::init();
-    let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n{cameras}\n");
+    let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n{server}\n{cameras}\n");
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test.toml");
     let config = Config::parse(&text, Some(&path)).expect("test config parses");
     App::build(config).await.expect("server starts")

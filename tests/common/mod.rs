@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod mjpeg;
+pub mod proxy;
 pub mod rtsp;
 
 use std::sync::Once;
