@@ -170,6 +170,7 @@ pub struct Defaults {
     pub idle_timeout_s: Option<f64>,
     pub transport: Option<Transport>,
     pub latency_ms: Option<u32>,
+    pub mjpeg_lowres: Option<bool>,
 }
 
 /// One `[[cameras]]` entry, as written.
@@ -195,6 +196,9 @@ pub struct CameraConfig {
     pub transport: Option<Transport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u32>,
+    /// MJPEG sources: decode at 1/2 or 1/4 size (avdec_mjpeg `lowres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mjpeg_lowres: Option<bool>,
     /// A gst-launch override, inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
@@ -216,6 +220,7 @@ pub struct CameraSettings {
     pub idle_timeout: Duration,
     pub transport: Transport,
     pub latency_ms: u32,
+    pub mjpeg_lowres: bool,
     /// The override's text and where it came from.
     pub pipeline: Option<PipelineOverride>,
 }
@@ -235,6 +240,8 @@ impl CameraSettings {
             latency_ms: self.latency_ms,
             quality: self.quality,
             max_fps: self.max_fps,
+            scale: self.scale,
+            mjpeg_lowres: self.mjpeg_lowres,
         }
     }
 
@@ -291,6 +298,7 @@ impl CameraConfig {
             idle_timeout_s: None,
             transport: None,
             latency_ms: None,
+            mjpeg_lowres: None,
             pipeline: None,
             pipeline_file: None,
         }
@@ -394,6 +402,7 @@ impl CameraConfig {
             idle_timeout: Duration::from_secs_f64(idle_timeout_s.clamp(0.0, 86_400.0)),
             transport: self.transport.or(defaults.transport).unwrap_or_default(),
             latency_ms,
+            mjpeg_lowres: self.mjpeg_lowres.or(defaults.mjpeg_lowres).unwrap_or(false),
             pipeline,
         };
         // Render now, so a template that cannot be filled in for this source
