@@ -745,7 +745,8 @@ async fn run_floor(
     stop.cancel();
     row.latency = latency(&shared.samples.lock().unwrap(), window_start, window_end);
     row.misreads = shared.misreads.load(Ordering::Relaxed);
-    drop(child);
+    // Stopping a child waits for it to exit: off the async workers.
+    tokio::task::spawn_blocking(move || drop(child)).await?;
     Ok(row)
 }
 
@@ -1003,7 +1004,8 @@ async fn run_camstream(
         misreads: shared.misreads.load(Ordering::Relaxed),
         dropped: shared.dropped_samples.load(Ordering::Relaxed),
     };
-    drop(child);
+    // Stopping a child waits for it to exit: off the async workers.
+    tokio::task::spawn_blocking(move || drop(child)).await?;
     Ok(row)
 }
 

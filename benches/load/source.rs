@@ -69,7 +69,8 @@ impl Mount {
 }
 
 /// Installs the stamp probe on the element named `stamp` in `bin`: each
-/// frame gets the milliseconds since `epoch` as it passes.
+/// frame is stamped with `value()` as it passes (the time, or the frame's
+/// index for the looped MJPEG source).
 fn stamp_frames(
     bin: &gst::Bin,
     width: u32,
