@@ -4,7 +4,7 @@
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 ARGS ?=
 
-.PHONY: run test lint deps test-deps build release fmt clean
+.PHONY: run test lint deps test-deps build release fmt clean bench bench-quick
 
 ## run: serve camstream.toml (or the demo camera) on http://localhost:8000/
 run: deps
@@ -14,10 +14,23 @@ run: deps
 test: test-deps
 	$(CARGO) test --all-targets
 
-## lint: formatting and clippy, as CI runs them
+## lint: formatting and clippy, as CI runs them (--all-targets includes
+## the benchmark, which `make test` also builds and self-tests)
 lint: test-deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## bench: the load benchmark (docs/benchmarks.md): release build, then
+## ~9 minutes of scenarios; run it on an otherwise idle machine.
+## BENCH_ARGS passes options, e.g. BENCH_ARGS="--scenarios c1-v1,c1-v500"
+BENCH_ARGS ?=
+bench: test-deps
+	$(CARGO) bench --bench load -- $(BENCH_ARGS)
+
+## bench-quick: the same with 6 s windows and no 500-viewer scenario
+## (~3 minutes after the build), to check the benchmark itself
+bench-quick: test-deps
+	$(CARGO) bench --bench load -- --quick $(BENCH_ARGS)
 
 deps:
 	@scripts/install-deps.sh

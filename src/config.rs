@@ -222,6 +222,7 @@ pub struct Defaults {
     pub latency_ms: Option<i64>,
     pub watchdog_s: Option<f64>,
     pub max_viewers: Option<i64>,
+    pub mjpeg_lowres: Option<bool>,
 }
 
 /// One `[[cameras]]` entry, as written.
@@ -251,6 +252,9 @@ pub struct CameraConfig {
     pub watchdog_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_viewers: Option<i64>,
+    /// MJPEG sources: decode at 1/2 or 1/4 size (avdec_mjpeg `lowres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mjpeg_lowres: Option<bool>,
     /// A gst-launch override, inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
@@ -276,6 +280,7 @@ pub struct CameraSettings {
     pub watchdog: Duration,
     /// Viewers of this camera; more get 503.
     pub max_viewers: usize,
+    pub mjpeg_lowres: bool,
     /// The override's text and where it came from.
     pub pipeline: Option<PipelineOverride>,
 }
@@ -295,6 +300,8 @@ impl CameraSettings {
             latency_ms: self.latency_ms,
             quality: self.quality,
             max_fps: self.max_fps,
+            scale: self.scale,
+            mjpeg_lowres: self.mjpeg_lowres,
         }
     }
 
@@ -353,6 +360,7 @@ impl CameraConfig {
             latency_ms: None,
             watchdog_s: None,
             max_viewers: None,
+            mjpeg_lowres: None,
             pipeline: None,
             pipeline_file: None,
         }
@@ -481,6 +489,7 @@ impl CameraConfig {
             latency_ms: latency_ms.clamp(0, 10_000) as u32,
             watchdog: Duration::from_secs_f64(watchdog_s.clamp(0.5, 600.0)),
             max_viewers: max_viewers.max(1) as usize,
+            mjpeg_lowres: self.mjpeg_lowres.or(defaults.mjpeg_lowres).unwrap_or(false),
             pipeline,
         };
         // Render now, so a template that cannot be filled in for this source

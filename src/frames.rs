@@ -6,8 +6,8 @@
 //! frame, so a slow viewer skips frames instead of queueing them, and a
 //! publisher never waits for a viewer.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -32,6 +32,10 @@ pub struct Frame {
     /// When the encoder handed the frame over.
     pub captured_at: Instant,
     pub kind: FrameKind,
+    /// The frame's multipart part header, formatted by the first viewer that
+    /// sends the frame and shared by every other (see `http::mjpeg`), so a
+    /// viewer costs no allocation per frame.
+    pub part_header: OnceLock<Bytes>,
 }
 
 impl Frame {
@@ -72,6 +76,7 @@ impl FrameHub {
             height,
             captured_at: Instant::now(),
             kind,
+            part_header: OnceLock::new(),
         });
         // send_replace stores the frame even with no receiver, so the next
         // viewer or snapshot finds it.

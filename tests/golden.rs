@@ -36,6 +36,23 @@ transport = "auto""#,
         "http",
         r#"source = "http://user:pw@10.0.0.5:8080/video.mjpg""#,
     ),
+    (
+        "http-lowres",
+        r#"source = "http://10.0.0.5:8080/video.mjpg"
+mjpeg_lowres = true"#,
+    ),
+    (
+        "http-lowres-eighth",
+        r#"source = "http://10.0.0.5:8080/video.mjpg"
+scale = 0.125
+mjpeg_lowres = true"#,
+    ),
+    (
+        "http-lowres-off-at-full-size",
+        r#"source = "http://10.0.0.5:8080/video.mjpg"
+scale = 0.75
+mjpeg_lowres = true"#,
+    ),
     ("file", r#"source = "/var/media/door clip.mp4""#),
     ("file-uri", r#"source = "file:///var/media/loop.mkv""#),
     (
@@ -84,6 +101,13 @@ pipeline_file = "rtsp-auto.pipeline""#,
 pipeline_file = "v4l2-mjpeg.pipeline""#,
     ),
     (
+        "template-v4l2-mjpeg-lowres-half",
+        r#"source = 0
+pipeline_file = "v4l2-mjpeg.pipeline"
+scale = 0.5
+mjpeg_lowres = true"#,
+    ),
+    (
         "template-v4l2-raw",
         r#"source = "/dev/video1"
 pipeline_file = "v4l2-raw.pipeline""#,
@@ -92,6 +116,12 @@ pipeline_file = "v4l2-raw.pipeline""#,
         "template-http-mjpeg",
         r#"source = "http://10.0.0.5:8080/video.mjpg"
 pipeline_file = "http-mjpeg.pipeline""#,
+    ),
+    (
+        "template-http-mjpeg-lowres",
+        r#"source = "http://10.0.0.5:8080/video.mjpg"
+pipeline_file = "http-mjpeg.pipeline"
+mjpeg_lowres = true"#,
     ),
     (
         "template-test",

@@ -223,3 +223,79 @@ fn the_scale_follows_a_mid_stream_resolution_change() {
     assert_eq!(stats.input(), Some((1280, 720)));
     pipeline.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mjpeg_source_at_a_quarter_is_decoded_at_a_quarter() {
+    // The origin serves 1280x720 MJPEG; the relays take a quarter of it,
+    // decoding straight to 320x180 (avdec_mjpeg lowres=2).
+    let origin = app::start(
+        "[[cameras]]\nid = \"origin\"\nsource = \"test:smpte?width=1280&height=720\"\nscale = 1\n",
+    )
+    .await;
+    let origin_url = format!("{}/api/cameras/origin/stream.mjpeg", base(&origin));
+    let camera_toml =
+        format!("[[cameras]]\nid = \"relay\"\nsource = \"{origin_url}\"\nmjpeg_lowres = true\n");
+
+    // Served by camstream: a quarter of the REAL size, and the API reports
+    // the real size as the input.
+    let relay = app::start(&camera_toml).await;
+    let got = sizes(
+        &format!("{}/api/cameras/relay/stream.mjpeg", base(&relay)),
+        5,
+    )
+    .await;
+    assert!(got.iter().all(|s| *s == (320, 180)), "{got:?}");
+    let info = camera(&relay, "relay").await;
+    assert_eq!(info["input"]["width"], 1280, "{info}");
+    assert_eq!(info["output"]["width"], 320, "{info}");
+    relay.shutdown().await;
+
+    // The same camera's pipeline, looked into: the decoder's output, the
+    // scaler's input, is already 320x180.
+    let config = camstream::Config::parse(&camera_toml, None).unwrap();
+    let settings = config.cameras[0].settings.as_ref().unwrap();
+    let plan = settings.plan().unwrap();
+    assert!(
+        plan.description
+            .contains("avdec_mjpeg name=camstream_dec lowres=2"),
+        "{}",
+        plan.description
+    );
+    let hub = Arc::new(FrameHub::default());
+    let stats = Arc::new(PipelineStats::default());
+    let output = FrameOutput {
+        hub: Arc::clone(&hub),
+        stats: Arc::clone(&stats),
+    };
+    let scale = settings.scale;
+    let pipeline = tokio::task::spawn_blocking(move || {
+        let pipeline = Pipeline::build(&plan, scale, output, Redactor::default()).unwrap();
+        pipeline.start().unwrap();
+        pipeline
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + PART_TIMEOUT;
+    while hub.latest().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no frame");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let decoded = pipeline
+        .gst_pipeline()
+        .by_name("camstream_scale")
+        .and_then(|scaler| scaler.static_pad("sink"))
+        .and_then(|pad| pad.current_caps())
+        .and_then(|caps| {
+            let s = caps.structure(0)?;
+            Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?))
+        });
+    assert_eq!(decoded, Some((320, 180)));
+    let frame = hub.latest().unwrap();
+    let image = decode_jpeg(&frame.jpeg).unwrap();
+    assert_eq!((image.width, image.height), (320, 180));
+    assert_eq!(stats.input(), Some((1280, 720)));
+    tokio::task::spawn_blocking(move || pipeline.stop())
+        .await
+        .unwrap();
+    origin.shutdown().await;
+}

@@ -49,10 +49,11 @@ pub fn part_header(frame: &Frame) -> Bytes {
 }
 
 /// One frame as the chunks that follow a boundary line: headers, JPEG, and
-/// the next boundary.
+/// the next boundary. All three are shared: the header is formatted once per
+/// frame, not once per viewer.
 pub fn part(frame: &Frame) -> [Bytes; 3] {
     [
-        part_header(frame),
+        frame.part_header.get_or_init(|| part_header(frame)).clone(),
         frame.jpeg.clone(),
         Bytes::from_static(NEXT_BOUNDARY),
     ]
@@ -159,6 +160,7 @@ mod tests {
             height: 2,
             captured_at: Instant::now(),
             kind: FrameKind::Live,
+            part_header: Default::default(),
         };
         let bytes: Vec<u8> = part(&frame).iter().flat_map(|b| b.to_vec()).collect();
         assert_eq!(
@@ -169,6 +171,8 @@ mod tests {
             CONTENT_TYPE,
             format!("multipart/x-mixed-replace; boundary={BOUNDARY}")
         );
+        // Every viewer sends the same header bytes, formatted once.
+        assert_eq!(part(&frame)[0].as_ptr(), part(&frame)[0].as_ptr());
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod errors;
 mod packages;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -20,9 +20,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use crate::frames::{FrameHub, FrameKind, PipelineStats, pack_size};
+use crate::frames::{FrameHub, FrameKind, PipelineStats, pack_size, unpack_size};
 use crate::redact::Redactor;
-use crate::source::{Credentials, PipelinePlan};
+use crate::source::{Credentials, LOWRES_DECODER, PipelinePlan};
 
 use errors::describe_error;
 pub use packages::{debian_package, missing_element_hint};
@@ -161,6 +161,7 @@ impl Pipeline {
         let scaler_sink = element("camstream_scale")?
             .static_pad("sink")
             .ok_or_else(|| PipelineError::Syntax("videoconvertscale has no sink pad".into()))?;
+        let (real_size, lowres) = self.follow_lowres_decoder();
         // Weak: the probe lives on a pad of the same pipeline; a strong
         // reference would keep the capsfilter alive after teardown.
         let capsfilter = element("camstream_caps")?.downgrade();
@@ -172,10 +173,17 @@ impl Pipeline {
             let gst::EventView::Caps(caps) = event.view() else {
                 return gst::PadProbeReturn::Ok;
             };
-            let size = caps
+            let decoded = caps
                 .caps()
                 .structure(0)
                 .and_then(|s| Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?)));
+            // The scale applies to the camera's real size: after a
+            // reduced-size decoder that is the size its input declared, or
+            // failing that the decoded size times the reduction.
+            let size = decoded.map(|(w, h)| {
+                unpack_size(real_size.load(Ordering::Relaxed))
+                    .map_or((w << lowres, h << lowres), |(w, h)| (w as i32, h as i32))
+            });
             if let (Some((w, h)), Some(capsfilter)) = (size, capsfilter.upgrade()) {
                 let (w, h) = (w.max(1) as u32, h.max(1) as u32);
                 let (tw, th) = scaled_size(w, h, scale);
@@ -201,6 +209,39 @@ impl Pipeline {
             gst::PadProbeReturn::Ok
         });
         Ok(())
+    }
+
+    /// Finds camstream's reduced-size JPEG decoder, if the pipeline has one,
+    /// and follows the real size on its input. Returns that size (packed,
+    /// 0 until known) and the decoder's reduction as a shift (1 = 1/2).
+    fn follow_lowres_decoder(&self) -> (Arc<AtomicU64>, u32) {
+        let real_size = Arc::new(AtomicU64::new(0));
+        let Some(decoder) = self.pipeline.by_name(LOWRES_DECODER) else {
+            return (real_size, 0);
+        };
+        let lowres = decoder
+            .property_value("lowres")
+            .transform::<i32>()
+            .ok()
+            .and_then(|v| v.get::<i32>().ok())
+            .map_or(0, |v| v.clamp(0, 3) as u32);
+        if let Some(pad) = decoder.static_pad("sink") {
+            let store = Arc::clone(&real_size);
+            pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(event)) = &info.data
+                    && let gst::EventView::Caps(caps) = event.view()
+                    && let Some(s) = caps.caps().structure(0)
+                    && let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height"))
+                {
+                    store.store(
+                        pack_size(w.max(1) as u32, h.max(1) as u32),
+                        Ordering::Relaxed,
+                    );
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+        (real_size, lowres)
     }
 
     /// Starts playing. A state change that fails at once (device missing,

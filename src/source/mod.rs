@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use render::{
-    PLACEHOLDERS, PipelinePlan, PipelineText, RenderOptions, TemplateError, plan, quote,
-    render_template, tail,
+    LOWRES_DECODER, PLACEHOLDERS, PipelinePlan, PipelineText, RenderOptions, TemplateError,
+    mjpeg_lowres, plan, quote, render_template, tail,
 };
 
 /// The test pattern shown by the built-in demo camera and by a bare `test:`.

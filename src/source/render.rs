@@ -23,7 +23,15 @@ pub const PLACEHOLDERS: &[(&str, &str)] = &[
     ("fps", "test source frame rate"),
     ("pattern", "test source videotestsrc pattern"),
     ("source", "camstream's own fragment for this source"),
+    (
+        "jpeg_decoder",
+        "the JPEG decoder: jpegdec, or avdec_mjpeg at 1/2 or 1/4 size with mjpeg_lowres",
+    ),
 ];
+
+/// The name of a reduced-size JPEG decoder, so `pipeline/` can find it and
+/// take the camera's real size from the JPEG caps on its input.
+pub const LOWRES_DECODER: &str = "camstream_dec";
 
 /// Bounded connect for RTSP: rtspsrc's default TCP timeout is 20 s, far too
 /// long to leave a viewer staring at nothing when a camera is unreachable.
@@ -43,6 +51,11 @@ pub struct RenderOptions {
     pub quality: u8,
     /// Frames above this rate are dropped before they are scaled or encoded.
     pub max_fps: Option<u32>,
+    /// The output size as a factor of the source's.
+    pub scale: f64,
+    /// Decode MJPEG at a reduced size when `scale` allows (see
+    /// [`mjpeg_lowres`]).
+    pub mjpeg_lowres: bool,
 }
 
 impl Default for RenderOptions {
@@ -52,6 +65,8 @@ impl Default for RenderOptions {
             latency_ms: 100,
             quality: 80,
             max_fps: None,
+            scale: crate::config::DEFAULT_SCALE,
+            mjpeg_lowres: false,
         }
     }
 }
@@ -158,10 +173,16 @@ fn fragment(source: &Source, opts: &RenderOptions) -> String {
         ),
         // Another MJPEG server's stream: split the multipart parts, decode.
         // do-timestamp gives the parts the capture times a live source needs.
+        // jpegparse puts the JPEG's real size in the caps, which a
+        // reduced-size decoder's output no longer shows.
         Source::Http { url, .. } => format!(
             "souphttpsrc location={} is-live=true do-timestamp=true timeout={HTTP_TIMEOUT_S} \
-             ! multipartdemux single-stream=true ! jpegdec",
-            quote(url.as_str())
+             ! multipartdemux single-stream=true ! {}",
+            quote(url.as_str()),
+            match mjpeg_lowres(opts) {
+                0 => "jpegdec".to_string(),
+                _ => format!("jpegparse ! {}", jpeg_decoder(opts)),
+            }
         ),
         // A file is not live: without `identity sync=true` it would be
         // decoded as fast as the CPU allows instead of at its frame rate.
@@ -212,6 +233,31 @@ pub fn tail(opts: &RenderOptions) -> String {
          ! jpegenc name=camstream_enc quality={} ! appsink name=sink max-buffers=1 drop=true sync=false",
         opts.quality
     )
+}
+
+/// avdec_mjpeg's `lowres` for these options: 1 decodes at 1/2 size, 2 at
+/// 1/4, the largest reduction that stays at or above `scale` (the scaler
+/// does the rest, e.g. 1/4 then 1/2 for a scale of 1/8: GStreamer 1.22's
+/// avdec_mjpeg offers no 1/8). 0 when `mjpeg_lowres` is off.
+///
+/// Off by default: measured on GStreamer 1.22 with FFmpeg 5.1, avdec_mjpeg
+/// at 1/4 size costs as much CPU as libjpeg-turbo's full-size jpegdec plus
+/// the scaler, and at 1/2 size a third more (docs/benchmarks.md).
+pub fn mjpeg_lowres(opts: &RenderOptions) -> u8 {
+    match opts.scale {
+        _ if !opts.mjpeg_lowres => 0,
+        s if s <= 0.25 => 2,
+        s if s <= 0.5 => 1,
+        _ => 0,
+    }
+}
+
+/// The element that decodes a JPEG stream for these options.
+fn jpeg_decoder(opts: &RenderOptions) -> String {
+    match mjpeg_lowres(opts) {
+        0 => "jpegdec".to_string(),
+        lowres => format!("avdec_mjpeg name={LOWRES_DECODER} lowres={lowres}"),
+    }
 }
 
 /// rtspsrc's `protocols` flags for a transport.
@@ -304,6 +350,7 @@ fn placeholder(
     })?;
     let value = match (name, source) {
         ("source", source) => Some(fragment(source, opts)),
+        ("jpeg_decoder", _) => Some(jpeg_decoder(opts)),
         ("location", Source::Rtsp { url, .. } | Source::Http { url, .. }) => {
             Some(quote(url.as_str()))
         }
@@ -389,6 +436,22 @@ mod tests {
         .unwrap();
         assert!(!plan.managed);
         assert_eq!(plan.description, full);
+    }
+
+    #[test]
+    fn lowres_follows_the_scale() {
+        let lowres = |scale, on| {
+            mjpeg_lowres(&RenderOptions {
+                scale,
+                mjpeg_lowres: on,
+                ..opts()
+            })
+        };
+        assert_eq!(
+            [1.0, 0.6, 0.5, 0.3, 0.25, 0.125].map(|s| lowres(s, true)),
+            [0, 0, 1, 1, 2, 2]
+        );
+        assert_eq!(lowres(0.25, false), 0);
     }
 
     #[test]
