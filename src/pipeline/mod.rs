@@ -8,7 +8,9 @@
 //! `spawn_blocking`. The streaming-thread callbacks installed here never
 //! block: they publish into a `watch` channel and bump atomics.
 
+mod check;
 mod packages;
+mod probe;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,7 +25,9 @@ use crate::frames::{FrameHub, FrameKind, PipelineStats, pack_size};
 use crate::redact::Redactor;
 use crate::source::{Credentials, PipelinePlan};
 
+pub use check::{PlanCheck, check_plan, is_installed};
 pub use packages::{debian_package, missing_element_hint};
+pub use probe::{MEASURE_FOR, ProbeError, ProbeReport, probe};
 
 /// Initialises GStreamer once per process. Safe to call repeatedly.
 pub fn init() -> Result<(), PipelineError> {
