@@ -72,11 +72,7 @@ pub fn run(args: &CheckArgs, out: &mut impl Write) -> anyhow::Result<bool> {
              directory that holds camstream.toml"
         )
     })?;
-    let overrides = crate::config::Overrides {
-        listen: None,
-        pipelines_dir: args.config.pipelines_dir.clone(),
-    };
-    let config = match Config::load_with(&path, &overrides) {
+    let config = match Config::load_with(&path, &args.config.overrides()) {
         Ok(config) => config,
         Err(e) => {
             // A file the server would refuse to start with: one line, as
@@ -101,7 +97,8 @@ pub fn run(args: &CheckArgs, out: &mut impl Write) -> anyhow::Result<bool> {
     Ok(errors == 0)
 }
 
-/// Every finding for a loaded config, in file order.
+/// Every finding for a loaded config: problems with the file's entries
+/// first, then each camera in file order.
 pub fn check(config: &Config) -> Vec<Finding> {
     let mut findings: Vec<Finding> = config
         .problems

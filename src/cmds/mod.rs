@@ -36,6 +36,14 @@ impl ConfigArgs {
             default.exists().then(|| default.to_path_buf())
         })
     }
+
+    /// The settings given outside the file that these options carry.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: None,
+            pipelines_dir: self.pipelines_dir.clone(),
+        }
+    }
 }
 
 /// What `camstream serve` (and `camstream` alone) takes.
@@ -53,7 +61,7 @@ impl ServeArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             listen: self.listen,
-            pipelines_dir: self.config.pipelines_dir.clone(),
+            ..self.config.overrides()
         }
     }
 
