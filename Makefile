@@ -4,7 +4,7 @@
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 ARGS ?=
 
-.PHONY: run test lint deps test-deps build release fmt clean
+.PHONY: run test lint deps test-deps build release fmt clean docker-smoke
 
 ## run: serve camstream.toml (or the demo camera) on http://localhost:8000/
 run: deps
@@ -18,6 +18,10 @@ test: test-deps
 lint: test-deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## docker-smoke: build the container image, run it, check that it serves (docs/docker.md)
+docker-smoke:
+	scripts/docker-smoke.sh
 
 deps:
 	@scripts/install-deps.sh
