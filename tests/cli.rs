@@ -6,7 +6,7 @@ mod common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::rtsp::{Codec, RtspOptions, RtspServer};
@@ -37,11 +37,20 @@ fn camstream(dir: &Path) -> Command {
     cmd
 }
 
-fn text(output: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+/// How a finished command exited, and what it printed.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(cmd: &mut Command) -> Ran {
+    let output = cmd.output().expect("the camstream binary runs");
+    Ran {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
 
 #[test]
@@ -66,13 +75,14 @@ source = "test:ball?width=640&height=360&fps=15"
 "#,
     )
     .unwrap();
-    let output = camstream(&dir)
+    let Ran {
+        code,
+        stdout,
+        stderr,
+    } = run(camstream(&dir)
         .args(["check", "--config", "good.toml"])
-        .env("CAMSTREAM_PIPELINES_DIR", pipelines_dir())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert!(output.status.success(), "{stdout}{stderr}");
+        .env("CAMSTREAM_PIPELINES_DIR", pipelines_dir()));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{stdout}");
     assert!(
@@ -113,12 +123,12 @@ source = "/dev/video99"
 "#,
     )
     .unwrap();
-    let output = camstream(&dir)
-        .args(["check", "-c", "bad.toml"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let Ran {
+        code,
+        stdout,
+        stderr,
+    } = run(camstream(&dir).args(["check", "-c", "bad.toml"]));
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
     let line = |prefix: &str| {
         stdout
             .lines()
@@ -153,18 +163,21 @@ fn check_refuses_a_file_the_server_cannot_read() {
         "[server]\nlisten = \"0.0.0.0:8000\nport = 1\n",
     )
     .unwrap();
-    let output = camstream(&dir)
-        .args(["check", "--config", "broken.toml"])
-        .output()
-        .unwrap();
-    let (stdout, _) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let Ran {
+        code,
+        stdout,
+        stderr: _,
+    } = run(camstream(&dir).args(["check", "--config", "broken.toml"]));
+    assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.starts_with("error: broken.toml:2:"), "{stdout}");
 
     // No file at all, and none in the working directory: say what to pass.
-    let output = camstream(&dir).arg("check").output().unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1));
+    let Ran {
+        code,
+        stdout: _,
+        stderr,
+    } = run(camstream(&dir).arg("check"));
+    assert_eq!(code, Some(1));
     assert!(stderr.contains("pass --config FILE"), "{stderr}");
 }
 
@@ -180,15 +193,15 @@ fn probe_reports_an_rtsp_camera() {
     })
     .unwrap();
     let dir = scratch("probe-rtsp");
-    let output = camstream(&dir)
-        .args(["probe", &server.url_with_credentials("admin", "s3cret")])
-        .output()
-        .unwrap();
+    let Ran {
+        code,
+        stdout,
+        stderr,
+    } = run(camstream(&dir).args(["probe", &server.url_with_credentials("admin", "s3cret")]));
     server.stop();
-    let (stdout, stderr) = text(&output);
     // Shown with --nocapture: README.md quotes it.
     println!("{stdout}");
-    assert!(output.status.success(), "{stdout}{stderr}");
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("source:      rtsp://admin:***@127.0.0.1:"),
         "{stdout}"
@@ -219,12 +232,12 @@ fn probe_reports_an_rtsp_camera() {
 #[test]
 fn probe_reports_a_test_source() {
     let dir = scratch("probe-test");
-    let output = camstream(&dir)
-        .args(["probe", "test:ball?width=320&height=240&fps=10"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert!(output.status.success(), "{stdout}{stderr}");
+    let Ran {
+        code,
+        stdout,
+        stderr,
+    } = run(camstream(&dir).args(["probe", "test:ball?width=320&height=240&fps=10"]));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("codec:       raw video (video/x-raw"),
         "{stdout}"
@@ -243,12 +256,12 @@ fn probe_fails_clearly_and_in_bounded_time() {
         .unwrap()
         .port();
     let started = Instant::now();
-    let output = camstream(&dir)
-        .args(["probe", &format!("rtsp://admin:hunter2@127.0.0.1:{port}/x")])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let Ran {
+        code,
+        stdout,
+        stderr,
+    } = run(camstream(&dir).args(["probe", &format!("rtsp://admin:hunter2@127.0.0.1:{port}/x")]));
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(
         stderr.contains(&format!("rtsp://admin:***@127.0.0.1:{port}/x: rtspsrc")),
         "{stderr}"
@@ -257,29 +270,26 @@ fn probe_fails_clearly_and_in_bounded_time() {
     // rtspsrc's connect timeout is 5 s; the probe's own is 15 s.
     assert!(started.elapsed() < Duration::from_secs(20));
 
-    let output = camstream(&dir)
-        .args(["probe", "rtmp://host/live"])
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1));
+    let Ran {
+        code,
+        stdout: _,
+        stderr,
+    } = run(camstream(&dir).args(["probe", "rtmp://host/live"]));
+    assert_eq!(code, Some(1));
     assert!(
         stderr.contains("unknown source scheme \"rtmp:\""),
         "{stderr}"
     );
 
     // A source that never delivers a frame hits --timeout.
-    let output = camstream(&dir)
+    let Ran { code, stdout: _, stderr } = run(camstream(&dir)
         .args([
             "probe",
             "--timeout",
             "1",
             "udpsrc port=0 caps=\"video/x-raw,format=I420,width=64,height=64,framerate=1/1\" ! identity",
-        ])
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1));
+        ]));
+    assert_eq!(code, Some(1));
     assert!(stderr.contains("no frame within 1 s"), "{stderr}");
 }
 
@@ -294,6 +304,29 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// Spawns `cmd`, a camstream serving on 127.0.0.1:`port`, and waits
+    /// until GET /healthz answers 200. Returns the server and its base URL.
+    async fn start(cmd: &mut Command, port: u16) -> (Server, String) {
+        let server = Server(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok((200, _)) = common::app::get_json(&format!("{base}/healthz")).await {
+                return (server, base);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{base}/healthz never answered 200"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status: what `docker stop` does.
     fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         let pid = self.0.id().to_string();
@@ -319,21 +352,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Polls GET /healthz until it answers 200.
-async fn wait_healthy(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok((200, _)) = common::app::get_json(&format!("{base}/healthz")).await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{base}/healthz never answered 200"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -364,16 +382,7 @@ pipeline_file = "test.pipeline"
         ),
         ("CAMSTREAM_PIPELINES_DIR", pipelines_dir()),
     ];
-    let mut server = Server(
-        camstream(&dir)
-            .envs(env.clone())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&base).await;
+    let (mut server, base) = Server::start(camstream(&dir).envs(env.clone()), port).await;
 
     let (status, cameras) = common::app::get_json(&format!("{base}/api/cameras"))
         .await
@@ -392,13 +401,12 @@ pipeline_file = "test.pipeline"
 
     // The container's HEALTHCHECK finds the same port through the same
     // variables.
-    let output = camstream(&dir)
-        .arg("healthcheck")
-        .envs(env.clone())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&output);
-    assert!(output.status.success(), "{stdout}{stderr}");
+    let Ran {
+        code,
+        stdout,
+        stderr,
+    } = run(camstream(&dir).arg("healthcheck").envs(env.clone()));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert_eq!(
         stdout,
         format!("ok: http://127.0.0.1:{port}/healthz answered 200 OK\n")
@@ -409,13 +417,12 @@ pipeline_file = "test.pipeline"
     assert!(status.success(), "{status}");
 
     // With nothing listening, the health check fails.
-    let output = camstream(&dir)
-        .arg("healthcheck")
-        .envs(env)
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1));
+    let Ran {
+        code,
+        stdout: _,
+        stderr,
+    } = run(camstream(&dir).arg("healthcheck").envs(env));
+    assert_eq!(code, Some(1));
     assert!(stderr.contains("is camstream running"), "{stderr}");
 }
 
@@ -423,16 +430,9 @@ pipeline_file = "test.pipeline"
 async fn without_a_config_camstream_serves_the_demo_camera() {
     let dir = scratch("demo");
     let port = free_port();
-    let _server = Server(
-        camstream(&dir)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&base).await;
+    let listen = format!("127.0.0.1:{port}");
+    let (_server, base) =
+        Server::start(camstream(&dir).args(["serve", "--listen", &listen]), port).await;
     let (_, cameras) = common::app::get_json(&format!("{base}/api/cameras"))
         .await
         .unwrap();
@@ -442,9 +442,12 @@ async fn without_a_config_camstream_serves_the_demo_camera() {
 #[test]
 fn help_shows_examples_and_version_matches_the_crate() {
     let dir = scratch("help");
-    let output = camstream(&dir).arg("--help").output().unwrap();
-    let (stdout, _) = text(&output);
-    assert!(output.status.success());
+    let Ran {
+        code,
+        stdout,
+        stderr: _,
+    } = run(camstream(&dir).arg("--help"));
+    assert_eq!(code, Some(0));
     for needle in [
         "Examples:",
         "camstream check --config",
@@ -456,9 +459,8 @@ fn help_shows_examples_and_version_matches_the_crate() {
             "{needle:?} missing from:\n{stdout}"
         );
     }
-    let output = camstream(&dir).arg("--version").output().unwrap();
     assert_eq!(
-        text(&output).0,
+        run(camstream(&dir).arg("--version")).stdout,
         format!("camstream {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
