@@ -4,7 +4,7 @@
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 ARGS ?=
 
-.PHONY: run test lint deps test-deps build release fmt clean bench bench-quick
+.PHONY: run test lint deps test-deps build release fmt clean bench bench-quick docker-smoke
 
 ## run: serve camstream.toml (or the demo camera) on http://localhost:8000/
 run: deps
@@ -31,6 +31,10 @@ bench: test-deps
 ## (~3 minutes after the build), to check the benchmark itself
 bench-quick: test-deps
 	$(CARGO) bench --bench load -- --quick $(BENCH_ARGS)
+
+## docker-smoke: build the container image, run it, check that it serves (docs/docker.md)
+docker-smoke:
+	scripts/docker-smoke.sh
 
 deps:
 	@scripts/install-deps.sh

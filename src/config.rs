@@ -540,6 +540,8 @@ fn read_pipeline_file(dir: &Path, file: &Path) -> Result<String, String> {
 pub struct CameraEntry {
     pub id: CameraId,
     pub name: String,
+    /// `file:line` of its `[[cameras]]` entry; None for the built-in demo.
+    pub location: Option<String>,
     pub config: Option<CameraConfig>,
     pub settings: Result<CameraSettings, String>,
 }
@@ -555,6 +557,19 @@ pub struct Config {
     /// Entries that cannot even be listed (no id, duplicate id), as
     /// `file:line: message`.
     pub problems: Vec<String>,
+}
+
+/// Settings given outside the file, on the command line or in the
+/// environment (`CAMSTREAM_LISTEN`, `CAMSTREAM_PIPELINES_DIR`), which take
+/// precedence over it: a container image sets them without editing the
+/// user's file.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    /// Replaces `[server] listen`.
+    pub listen: Option<SocketAddr>,
+    /// Replaces `[server] pipelines_dir`; a relative path is relative to the
+    /// working directory, like any path given on the command line.
+    pub pipelines_dir: Option<PathBuf>,
 }
 
 /// The file as serde sees it. Cameras are kept as raw values so that one bad
@@ -581,6 +596,7 @@ impl Config {
             cameras: vec![CameraEntry {
                 id: demo.id.clone(),
                 name: demo.name.clone(),
+                location: None,
                 config: None,
                 settings: Ok(demo),
             }],
@@ -590,16 +606,33 @@ impl Config {
 
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &Overrides::default())
+    }
+
+    /// Reads and validates a config file, with `overrides` taking precedence
+    /// over what the file says.
+    pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, Some(path))
+        Config::parse_with(&text, Some(path), overrides)
     }
 
     /// Parses config text; `path` names it in errors and anchors relative
     /// paths (the pipelines directory).
     pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, &Overrides::default())
+    }
+
+    /// [`Config::parse`] with `overrides` applied before the cameras are
+    /// resolved, so their `pipeline_file`s are read from the overriding
+    /// directory.
+    pub fn parse_with(
+        text: &str,
+        path: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let origin = path.map_or_else(|| "config".to_string(), |p| p.display().to_string());
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let location = match e.span() {
@@ -625,13 +658,19 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let mut server = raw.server;
-        let pipelines_dir = base.join(
-            server
-                .pipelines_dir
-                .take()
-                .unwrap_or_else(|| DEFAULT_PIPELINES_DIR.into()),
-        );
+        let pipelines_dir = match &overrides.pipelines_dir {
+            Some(dir) => dir.clone(),
+            None => base.join(
+                server
+                    .pipelines_dir
+                    .take()
+                    .unwrap_or_else(|| DEFAULT_PIPELINES_DIR.into()),
+            ),
+        };
         server.pipelines_dir = Some(pipelines_dir.clone());
+        if let Some(listen) = overrides.listen {
+            server.listen = listen;
+        }
 
         let mut config = Config {
             path: path.map(Path::to_path_buf),
@@ -651,6 +690,7 @@ impl Config {
                     CameraEntry {
                         id: camera.id.clone(),
                         name: camera.name.clone().unwrap_or_else(|| camera.id.to_string()),
+                        location: Some(at.clone()),
                         settings: settings.map_err(|e| format!("{at}: {e}")),
                         config: Some(camera),
                     }
@@ -666,6 +706,7 @@ impl Config {
                         Some(id) => CameraEntry {
                             name: id.to_string(),
                             id,
+                            location: Some(at.clone()),
                             config: None,
                             settings: Err(format!("{at}: {message}")),
                         },
@@ -833,6 +874,31 @@ mod tests {
             c.contains("missing.pipeline") && c.contains("cannot be read"),
             "{c}"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn overrides_take_precedence_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("camstream-ovr-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("elsewhere")).unwrap();
+        std::fs::write(dir.join("elsewhere/t.pipeline"), "videotestsrc").unwrap();
+        let text = "[server]\nlisten = \"0.0.0.0:1\"\npipelines_dir = \"missing\"\n\
+                    [[cameras]]\nid = \"a\"\npipeline_file = \"t.pipeline\"\n";
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:5".parse().unwrap()),
+            pipelines_dir: Some(dir.join("elsewhere")),
+        };
+        let config = Config::parse_with(text, Some(&dir.join("c.toml")), &overrides).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:5");
+        assert_eq!(config.pipelines_dir(), dir.join("elsewhere"));
+        assert!(config.cameras[0].settings.is_ok());
+        assert_eq!(
+            config.cameras[0].location.as_deref(),
+            Some(&*format!("{}:4", dir.join("c.toml").display()))
+        );
+        // Without them, the file's missing directory fails the camera.
+        let config = Config::parse(text, Some(&dir.join("c.toml"))).unwrap();
+        assert!(config.cameras[0].settings.is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod camera;
+pub mod cmds;
 pub mod config;
 pub mod frames;
 pub mod http;

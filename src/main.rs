@@ -1,43 +1,76 @@
-//! The camstream command: parse arguments, set up logging, load the config,
-//! run until SIGINT/SIGTERM.
+//! The camstream command: parse arguments, set up logging, dispatch to the
+//! command. `serve` (the default) runs until SIGINT/SIGTERM; the other
+//! commands live in camstream::cmds.
 
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use camstream::App;
-use camstream::config::{Config, DEFAULT_CONFIG_FILE};
+use camstream::cmds::check::CheckArgs;
+use camstream::cmds::healthcheck::HealthcheckArgs;
+use camstream::cmds::probe::ProbeArgs;
+use camstream::cmds::{self, ServeArgs};
+
+const EXAMPLES: &str = "\
+Examples:
+  camstream                           serve camstream.toml, or the demo camera if there is none
+  camstream --config cams.toml        serve the cameras in cams.toml
+  camstream check --config cams.toml  validate cams.toml and the GStreamer elements its cameras need
+  camstream probe rtsp://admin:pass@192.168.1.64/Streaming/Channels/101
+                                      print an RTSP camera's codec, resolution and frame rate
+  camstream probe 0 --pipeline-file v4l2-mjpeg.pipeline
+                                      the same for /dev/video0 through the MJPEG template
+  CAMSTREAM_LISTEN=127.0.0.1:9000 camstream
+                                      every option has an environment variable, for containers";
 
 /// Stream cameras (RTSP, V4L2 webcams, files, test patterns) to browsers as
 /// MJPEG.
 #[derive(Debug, Parser)]
-#[command(
-    version,
-    about,
-    after_help = "Examples:\n  camstream                       serve camstream.toml, or the demo camera if there is none\n  camstream --config cams.toml    serve the cameras in cams.toml"
-)]
-struct Args {
-    /// Config file [default: camstream.toml if it exists, else a demo camera]
-    #[arg(long, short, env = "CAMSTREAM_CONFIG")]
-    config: Option<PathBuf>,
-    /// Listen address, overriding [server] listen (e.g. 127.0.0.1:8000)
-    #[arg(long, env = "CAMSTREAM_LISTEN")]
-    listen: Option<std::net::SocketAddr>,
+#[command(version, about, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no command: serve
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the configured cameras (what camstream does with no command)
+    Serve(ServeArgs),
+    /// Validate a config and check that every GStreamer element its cameras
+    /// need is installed; exits non-zero on any error
+    Check(CheckArgs),
+    /// Open a source the way a camera would and print its codec, resolution
+    /// and frame rate
+    Probe(ProbeArgs),
+    /// Exit 0 when the camstream the config describes answers GET /healthz
+    /// (the container's HEALTHCHECK)
+    Healthcheck(HealthcheckArgs),
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    init_logging(matches!(command, Command::Serve(_)));
+    // Not locked: the server's log lines go to stdout from other threads.
+    let mut out = std::io::stdout();
+    let result = match command {
+        Command::Serve(args) => serve(args).map(|()| true),
+        Command::Check(args) => cmds::check::run(&args, &mut out),
+        Command::Probe(args) => cmds::probe::run(&args, &mut out).map(|()| true),
+        Command::Healthcheck(args) => cmds::healthcheck::run(&args, &mut out).map(|()| true),
+    };
+    let _ = out.flush();
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("camstream: {e:#}");
             ExitCode::FAILURE
@@ -45,29 +78,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(args: &Args) -> anyhow::Result<Config> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None if std::path::Path::new(DEFAULT_CONFIG_FILE).exists() => {
-            Config::load(std::path::Path::new(DEFAULT_CONFIG_FILE))?
-        }
-        None => {
-            tracing::info!("no {DEFAULT_CONFIG_FILE}: serving the built-in demo camera");
-            Config::demo()
-        }
-    };
-    if let Some(listen) = args.listen {
-        config.server.listen = listen;
+/// The server logs what it does at info; the one-shot commands print their
+/// own report on stdout, so only warnings are logged, to stderr. RUST_LOG
+/// overrides both.
+fn init_logging(serving: bool) {
+    let default = if serving { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let logger = tracing_subscriber::fmt().with_env_filter(filter);
+    if serving {
+        logger.init();
+    } else {
+        logger.with_writer(std::io::stderr).init();
     }
-    Ok(config.with_demo_if_empty())
 }
 
 /// Shutdown must finish within 2 s (container runtimes send SIGKILL
 /// soon after SIGTERM); whatever is still stopping after this is abandoned.
 const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1500);
 
-fn run(args: Args) -> anyhow::Result<()> {
-    let config = load_config(&args)?;
+/// Serves until SIGINT or SIGTERM; a second signal exits at once.
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.load()?;
     // Each viewer holds a socket; the default soft limit of 1024 descriptors
     // would cap a server at about a thousand viewers.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {

@@ -8,8 +8,10 @@
 //! `spawn_blocking`. The streaming-thread callbacks installed here never
 //! block: they publish into a `watch` channel and bump atomics.
 
+mod check;
 mod errors;
 mod packages;
+mod probe;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +26,10 @@ use crate::frames::{FrameHub, FrameKind, PipelineStats, pack_size, unpack_size};
 use crate::redact::Redactor;
 use crate::source::{Credentials, LOWRES_DECODER, PipelinePlan};
 
+pub use check::{PlanCheck, check_plan, is_installed};
 use errors::describe_error;
 pub use packages::{debian_package, missing_element_hint};
+pub use probe::{MEASURE_FOR, ProbeError, ProbeReport, probe};
 
 /// Initialises GStreamer once per process. Safe to call repeatedly.
 pub fn init() -> Result<(), PipelineError> {

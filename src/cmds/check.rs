@@ -1,0 +1,242 @@
+//! `camstream check`: validate a config the way the server reads it, and
+//! check that this machine can build every camera's pipeline, without
+//! opening any camera.
+//!
+//! One line per finding, `error:` or `warning:`, each naming the camera,
+//! the file and line of its entry, and the fix. Errors are what would fail
+//! a camera whatever happens (a bad value, a missing GStreamer element);
+//! warnings depend on the moment (a webcam not plugged in, a decoder that
+//! only some cameras need). The exit status is non-zero on any error.
+
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::anyhow;
+
+use super::ConfigArgs;
+use crate::config::{CameraEntry, CameraSettings, Config};
+use crate::pipeline;
+use crate::source::Source;
+
+/// What `camstream check` takes.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warning,
+    Error,
+}
+
+/// One line of the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    /// `file:line` of the camera's entry, or of the problem.
+    pub location: Option<String>,
+    /// The camera, when the finding is about one: `"id"`, with its name
+    /// when it has its own.
+    pub camera: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.level {
+            Level::Ok => "ok",
+            Level::Warning => "warning",
+            Level::Error => "error",
+        };
+        write!(f, "{level}: ")?;
+        if let Some(location) = &self.location {
+            write!(f, "{location}: ")?;
+        }
+        if let Some(camera) = &self.camera {
+            write!(f, "camera {camera}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Reads the config named by `args` and writes the report to `out`. Ok(true)
+/// when nothing is wrong enough to fail a camera.
+pub fn run(args: &CheckArgs, out: &mut impl Write) -> anyhow::Result<bool> {
+    let path = args.config.file().ok_or_else(|| {
+        anyhow!(
+            "no config to check: pass --config FILE (or set CAMSTREAM_CONFIG), or run in the \
+             directory that holds camstream.toml"
+        )
+    })?;
+    let config = match Config::load_with(&path, &args.config.overrides()) {
+        Ok(config) => config,
+        Err(e) => {
+            // A file the server would refuse to start with: one line, as
+            // for every other problem.
+            writeln!(out, "error: {e}")?;
+            writeln!(out, "{}: cannot be used", path.display())?;
+            return Ok(false);
+        }
+    };
+    let findings = check(&config);
+    for finding in &findings {
+        writeln!(out, "{finding}")?;
+    }
+    let count = |level| findings.iter().filter(|f| f.level == level).count();
+    let (errors, warnings) = (count(Level::Error), count(Level::Warning));
+    writeln!(
+        out,
+        "{}: {} camera(s), {errors} error(s), {warnings} warning(s)",
+        path.display(),
+        config.cameras.len().max(1),
+    )?;
+    Ok(errors == 0)
+}
+
+/// Every finding for a loaded config: problems with the file's entries
+/// first, then each camera in file order.
+pub fn check(config: &Config) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = config
+        .problems
+        .iter()
+        .map(|problem| Finding {
+            level: Level::Error,
+            location: None,
+            camera: None,
+            message: problem.clone(),
+        })
+        .collect();
+    let demo;
+    let cameras = if config.cameras.is_empty() {
+        findings.push(Finding {
+            level: Level::Warning,
+            location: config.path.as_ref().map(|p| p.display().to_string()),
+            camera: None,
+            message: "no [[cameras]]: camstream serves its built-in demo camera".into(),
+        });
+        demo = Config::demo().cameras;
+        &demo
+    } else {
+        &config.cameras
+    };
+    for entry in cameras {
+        check_camera(entry, &mut findings);
+    }
+    findings
+}
+
+fn check_camera(entry: &CameraEntry, findings: &mut Vec<Finding>) {
+    let camera = if entry.name == entry.id.as_str() {
+        format!("\"{}\"", entry.id)
+    } else {
+        format!("\"{}\" ({})", entry.id, entry.name)
+    };
+    let mut finding = |level, message: String| {
+        // A camera's config errors already start with its location.
+        let message = match &entry.location {
+            Some(at) => message
+                .strip_prefix(&format!("{at}: "))
+                .map(str::to_string)
+                .unwrap_or(message),
+            None => message,
+        };
+        findings.push(Finding {
+            level,
+            location: entry.location.clone(),
+            camera: Some(camera.clone()),
+            message,
+        });
+    };
+    let settings = match &entry.settings {
+        Ok(settings) => settings,
+        Err(reason) => return finding(Level::Error, reason.clone()),
+    };
+    let plan = match settings.plan() {
+        Ok(plan) => plan,
+        Err(e) => return finding(Level::Error, e.to_string()),
+    };
+    let found = pipeline::check_plan(
+        &plan,
+        settings.source.as_ref(),
+        settings.scale,
+        settings.redactor(),
+    );
+    let warnings: Vec<String> = found
+        .warnings
+        .into_iter()
+        .chain(absent_source(settings))
+        .collect();
+    if found.errors.is_empty() && warnings.is_empty() {
+        return finding(Level::Ok, describe(settings));
+    }
+    for error in found.errors {
+        finding(Level::Error, error);
+    }
+    for warning in warnings {
+        finding(Level::Warning, warning);
+    }
+}
+
+/// A device or file source that is not there now. Only a warning: a webcam
+/// can be plugged in and a file mounted after camstream starts, and the
+/// camera retries until they are.
+fn absent_source(settings: &CameraSettings) -> Option<String> {
+    match settings.source.as_ref()? {
+        Source::V4l2 { device } if !Path::new(device).exists() => Some(format!(
+            "{device} does not exist: connect the webcam, or give the container the device \
+             (docker run --device {device}, or devices: in docker-compose.yml)"
+        )),
+        Source::File { path } if !path.exists() => Some(format!(
+            "{} does not exist: camstream resolves a relative path from its working directory; \
+             in a container, mount the file",
+            path.display()
+        )),
+        _ => None,
+    }
+}
+
+/// "rtsp://admin:***@host/path via rtsp-h264.pipeline: ...".
+fn describe(settings: &CameraSettings) -> String {
+    let via = match (&settings.source, &settings.pipeline) {
+        (Some(_), Some(o)) => format!(" via {}", o.origin),
+        _ => String::new(),
+    };
+    format!(
+        "{}{via}: the pipeline builds, every element is installed",
+        settings.source_display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_name_the_camera_and_line() {
+        let text = "[[cameras]]\nid = \"good\"\nsource = \"test:\"\n\n\
+                    [[cameras]]\nid = \"bad\"\nsource = \"rtsp://u:hunter2@h/x\"\nscale = 3\n\n\
+                    [[cameras]]\nid = \"gone\"\nsource = \"videotestsrc ! nosuchelement\"\n";
+        let config = Config::parse(text, Some(Path::new("cams.toml"))).unwrap();
+        let lines: Vec<String> = check(&config).iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("ok: cams.toml:1: camera \"good\""),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("error: cams.toml:5: camera \"bad\": scale = 3"),
+            "{lines:?}"
+        );
+        assert!(!lines[1].contains("hunter2"), "{lines:?}");
+        assert!(
+            lines[2].starts_with(
+                "error: cams.toml:10: camera \"gone\": GStreamer element \"nosuchelement\""
+            ),
+            "{lines:?}"
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! `camstream probe SOURCE`: open a source exactly as a camera with that
+//! `source` would (same parsing, same pipeline), print what it sends, stop.
+//! The quick answer to "what does this camera give me, and does camstream
+//! read it?" before writing it into the config.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use serde::Deserialize;
+use serde::de::IntoDeserializer;
+
+use super::parse_seconds;
+use crate::config::{CameraConfig, CameraId, DEFAULT_PIPELINES_DIR, Defaults, SourceValue};
+use crate::pipeline::{self, MEASURE_FOR, ProbeReport};
+use crate::source::Transport;
+
+/// What `camstream probe` takes.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ProbeArgs {
+    /// What to open, written as a camera's `source`: 0 or /dev/video0,
+    /// rtsp://user:pass@host/path, http://host/video.mjpg, a file, test:, or
+    /// a gst-launch pipeline
+    pub source: String,
+    /// Open it through this template, as the camera setting pipeline_file
+    /// would (e.g. v4l2-mjpeg.pipeline)
+    #[arg(long, value_name = "NAME")]
+    pub pipeline_file: Option<PathBuf>,
+    /// Where --pipeline-file is looked up
+    #[arg(long, env = "CAMSTREAM_PIPELINES_DIR", value_name = "DIR", default_value = DEFAULT_PIPELINES_DIR)]
+    pub pipelines_dir: PathBuf,
+    /// RTSP transport: tcp, udp or auto (as the camera setting)
+    #[arg(long, value_parser = parse_transport)]
+    pub transport: Option<Transport>,
+    /// RTSP jitter buffer in ms (as the camera setting latency_ms)
+    #[arg(long, value_name = "MS")]
+    pub latency_ms: Option<u32>,
+    /// Give up when no frame has arrived after this many seconds
+    #[arg(long, default_value = "15", value_parser = parse_seconds, value_name = "SECS")]
+    pub timeout: Duration,
+}
+
+fn parse_transport(text: &str) -> Result<Transport, String> {
+    Transport::deserialize(text.into_deserializer())
+        .map_err(|_: serde::de::value::Error| format!("\"{text}\" is not tcp, udp or auto"))
+}
+
+/// Probes the source and writes the report to `out`. Errors name the
+/// source with its password masked.
+pub fn run(args: &ProbeArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut camera = CameraConfig::new(CameraId::new("probe").expect("a valid id"));
+    camera.source = Some(SourceValue::Text(args.source.clone()));
+    camera.pipeline_file = args.pipeline_file.clone();
+    camera.transport = args.transport;
+    camera.latency_ms = args.latency_ms.map(i64::from);
+    let settings = camera
+        .resolve(&Defaults::default(), &args.pipelines_dir)
+        .map_err(|e| anyhow!(e))?;
+    let plan = settings.plan()?;
+    let shown = settings.source_display();
+    writeln!(out, "source:      {shown}")?;
+    if let Some(o) = &settings.pipeline {
+        writeln!(out, "template:    {}", o.origin)?;
+    }
+    let report = pipeline::probe(&plan, settings.scale, settings.redactor(), args.timeout)
+        .map_err(|e| anyhow!("{shown}: {e}"))?;
+    write_report(&report, plan.managed.then_some(settings.scale), out)?;
+    Ok(())
+}
+
+/// `scale` is None for a whole pipeline, which encodes its own frames.
+fn write_report(
+    report: &ProbeReport,
+    scale: Option<f64>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    writeln!(out, "codec:       {}", report.codec)?;
+    writeln!(out, "resolution:  {}x{}", report.width, report.height)?;
+    let declared = match report.framerate {
+        Some((n, 1)) => format!("{n} fps"),
+        Some((n, d)) => format!("{:.2} fps ({n}/{d})", f64::from(n) / f64::from(d)),
+        None => "not declared (variable)".into(),
+    };
+    writeln!(
+        out,
+        "frame rate:  {declared}; measured {:.1} fps over {} s",
+        report.measured_fps,
+        MEASURE_FOR.as_secs()
+    )?;
+    if let Some((w, h)) = report.output {
+        match scale {
+            Some(scale) => writeln!(out, "camstream:   {w}x{h} JPEG frames (scale {scale})")?,
+            None => writeln!(
+                out,
+                "camstream:   {w}x{h} JPEG frames, as the pipeline encodes them"
+            )?,
+        }
+    }
+    Ok(())
+}

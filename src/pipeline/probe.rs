@@ -1,0 +1,249 @@
+//! `camstream probe`: run a camera's pipeline until its first frames and
+//! report what the source sends (codec, resolution, frame rate), then stop.
+//!
+//! The pipeline is built by [`Pipeline::build`] from the same plan a camera
+//! uses, so a probe that works means the camera will.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use super::{FrameOutput, Pipeline, PipelineError, describe_error};
+use crate::frames::{FrameHub, PipelineStats};
+use crate::redact::Redactor;
+use crate::source::PipelinePlan;
+
+/// How long frames are counted after the first one to measure the rate:
+/// two seconds puts a 30 fps measurement within about 1 fps, while a probe
+/// still answers in a few seconds.
+pub const MEASURE_FOR: Duration = Duration::from_secs(2);
+
+/// How often the bus is polled while waiting for frames: short enough not to
+/// add noticeable time to a probe, long enough not to spin.
+const POLL: Duration = Duration::from_millis(50);
+
+/// What a source sends, as camstream sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeReport {
+    /// The coded format before decoding, e.g. "H.264 (video/x-h264,
+    /// profile high)", or "raw video (video/x-raw, format YUY2)".
+    pub codec: String,
+    /// The decoded picture size, which camstream's scale follows.
+    pub width: u32,
+    pub height: u32,
+    /// The frame rate the stream declares, as a fraction; None when it
+    /// declares none (0/1, variable rate).
+    pub framerate: Option<(i32, i32)>,
+    /// Frames per second counted over [`MEASURE_FOR`].
+    pub measured_fps: f64,
+    /// The size of the JPEG frames camstream would serve.
+    pub output: Option<(u32, u32)>,
+}
+
+/// Why a probe found no picture.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(
+        "no frame within {} s: the source accepted the connection but sent nothing camstream \
+         could decode in time (a slow camera may need a longer --timeout)",
+        .0.as_secs_f64()
+    )]
+    Timeout(Duration),
+    #[error("the source ended before its first frame: it holds no video camstream can decode")]
+    Ended,
+}
+
+/// Builds and plays `plan` until the first frame, or until `timeout`, then
+/// measures the frame rate for [`MEASURE_FOR`] and stops. Blocks: call it
+/// from a plain thread or `spawn_blocking`.
+pub fn probe(
+    plan: &PipelinePlan,
+    scale: f64,
+    redactor: Redactor,
+    timeout: Duration,
+) -> Result<ProbeReport, ProbeError> {
+    let stats = Arc::new(PipelineStats::default());
+    let output = FrameOutput {
+        hub: Arc::new(FrameHub::default()),
+        stats: Arc::clone(&stats),
+    };
+    let pipeline = Pipeline::build(plan, scale, output, redactor)?;
+    let result = run(&pipeline, plan.managed, &stats, timeout);
+    pipeline.stop();
+    result
+}
+
+fn run(
+    pipeline: &Pipeline,
+    managed: bool,
+    stats: &PipelineStats,
+    timeout: Duration,
+) -> Result<ProbeReport, ProbeError> {
+    let bus = pipeline
+        .pipeline
+        .bus()
+        .expect("a pipeline always has a bus");
+    // Managed pipelines count decoded frames before the leaky queue, which
+    // is the source's own rate; whole pipelines only count what they hand
+    // over.
+    let counter = if managed {
+        &stats.frames_in
+    } else {
+        &stats.frames_out
+    };
+    pipeline.start()?;
+
+    let deadline = Instant::now() + timeout;
+    while stats.frames_out.load(Ordering::Relaxed) == 0 {
+        if Instant::now() >= deadline {
+            return Err(ProbeError::Timeout(timeout));
+        }
+        if poll_bus(&bus, pipeline)? {
+            return Err(ProbeError::Ended);
+        }
+    }
+
+    let first = counter.load(Ordering::Relaxed);
+    let started = Instant::now();
+    while started.elapsed() < MEASURE_FOR {
+        // A short file may end while being measured: count what it played.
+        if poll_bus(&bus, pipeline)? {
+            break;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let measured_fps = (counter.load(Ordering::Relaxed) - first) as f64 / elapsed;
+
+    let input_caps = if managed {
+        pad_caps(pipeline, "camstream_scale", "sink")
+    } else {
+        pad_caps(pipeline, "sink", "sink")
+    };
+    let input = input_caps.as_ref().and_then(|c| c.structure(0));
+    let (width, height) = input.and_then(size_of).unwrap_or_default();
+    let framerate = input
+        .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+        .filter(|f| f.numer() > 0)
+        .map(|f| (f.numer(), f.denom()));
+    let codec = coded_caps(pipeline)
+        .or(input_caps)
+        .and_then(|caps| caps.structure(0).map(describe_codec))
+        .unwrap_or_else(|| "unknown".into());
+    let output = pad_caps(pipeline, "sink", "sink")
+        .and_then(|c| c.structure(0).and_then(size_of))
+        .or_else(|| stats.output());
+    Ok(ProbeReport {
+        codec,
+        width,
+        height,
+        framerate,
+        measured_fps,
+        output,
+    })
+}
+
+/// Waits up to [`POLL`] for an error or the end of the stream; true when
+/// the stream ended.
+fn poll_bus(bus: &gst::Bus, pipeline: &Pipeline) -> Result<bool, ProbeError> {
+    let Some(msg) = bus.timed_pop_filtered(
+        gst::ClockTime::from_mseconds(POLL.as_millis() as u64),
+        &[gst::MessageType::Error, gst::MessageType::Eos],
+    ) else {
+        return Ok(false);
+    };
+    match msg.view() {
+        gst::MessageView::Error(err) => Err(ProbeError::Pipeline(PipelineError::Runtime(
+            describe_error(err, &pipeline.redactor),
+        ))),
+        _ => Ok(true),
+    }
+}
+
+/// The negotiated caps on a named element's pad.
+fn pad_caps(pipeline: &Pipeline, element: &str, pad: &str) -> Option<gst::Caps> {
+    pipeline
+        .pipeline
+        .by_name(element)?
+        .static_pad(pad)?
+        .current_caps()
+}
+
+/// The caps going into the first decoder, wherever decodebin put it: the
+/// stream as the source sends it. ("Codec/Decoder", as decodebin itself is
+/// a "Generic/Bin/Decoder" whose input may still be RTP.)
+fn coded_caps(pipeline: &Pipeline) -> Option<gst::Caps> {
+    let mut elements = pipeline.pipeline.iterate_recurse();
+    while let Ok(Some(element)) = elements.next() {
+        let is_decoder = element
+            .factory()
+            .is_some_and(|f| f.klass().contains("Codec/Decoder"));
+        if is_decoder && let Some(caps) = element.static_pad("sink").and_then(|p| p.current_caps())
+        {
+            return Some(caps);
+        }
+    }
+    None
+}
+
+fn size_of(s: &gst::StructureRef) -> Option<(u32, u32)> {
+    let w = s.get::<i32>("width").ok()?;
+    let h = s.get::<i32>("height").ok()?;
+    Some((w.max(0) as u32, h.max(0) as u32))
+}
+
+/// "H.264 (video/x-h264, profile high)": a name people know, then the caps
+/// name and the detail that tells streams apart.
+fn describe_codec(s: &gst::StructureRef) -> String {
+    let media = s.name().as_str();
+    let name = match media {
+        "video/x-h264" => "H.264",
+        "video/x-h265" => "H.265",
+        "image/jpeg" => "JPEG",
+        "video/x-vp8" => "VP8",
+        "video/x-vp9" => "VP9",
+        "video/x-av1" => "AV1",
+        "video/mpeg" => "MPEG video",
+        "video/x-raw" => "raw video",
+        other => other,
+    };
+    let mut detail = vec![media.to_string()];
+    if let Ok(profile) = s.get::<&str>("profile") {
+        detail.push(format!("profile {profile}"));
+    }
+    if let Ok(version) = s.get::<i32>("mpegversion") {
+        detail.push(format!("mpegversion {version}"));
+    }
+    if let Ok(format) = s.get::<&str>("format") {
+        detail.push(format!("format {format}"));
+    }
+    format!("{name} ({})", detail.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codecs_are_named() {
+        super::super::init().unwrap();
+        let caps = gst::Caps::builder("video/x-h264")
+            .field("profile", "high")
+            .build();
+        assert_eq!(
+            describe_codec(caps.structure(0).unwrap()),
+            "H.264 (video/x-h264, profile high)"
+        );
+        let caps = gst::Caps::builder("video/x-raw")
+            .field("format", "YUY2")
+            .build();
+        assert_eq!(
+            describe_codec(caps.structure(0).unwrap()),
+            "raw video (video/x-raw, format YUY2)"
+        );
+    }
+}
