@@ -196,7 +196,10 @@ fn fragment(source: &Source, opts: &RenderOptions) -> String {
             height,
             fps,
         } => {
-            let caps = format!("video/x-raw,width={width},height={height},framerate={fps}/1");
+            // Pin I420: left open, videotestsrc fixates on its first format (a
+            // 16-bit-per-channel RGB) and every stage after it pays for that.
+            let caps =
+                format!("video/x-raw,format=I420,width={width},height={height},framerate={fps}/1");
             if pattern == DEMO_PATTERN {
                 // Scrolling colour bars with the wall-clock time: visibly
                 // live, and sized to stay legible at a quarter scale.
