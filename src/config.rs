@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthConfig;
 use crate::redact::{Redactor, redact_text};
 use crate::source::{self, PipelinePlan, PipelineText, RenderOptions, Source, Transport};
 
@@ -142,6 +143,57 @@ pub struct ServerConfig {
     /// paths are relative to the config file.
     #[serde(default)]
     pub pipelines_dir: Option<PathBuf>,
+    /// `[server.auth]`: tokens and users. Without it everything is open and
+    /// cameras cannot be changed through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+    /// Origins of other web apps allowed to call the JSON API from a
+    /// browser (CORS). Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors_origins: Vec<CorsOrigin>,
+}
+
+/// An entry of `cors_origins`: `"*"` or `scheme://host[:port]`, kept in the
+/// form browsers send in the `Origin` header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct CorsOrigin(String);
+
+impl CorsOrigin {
+    /// Any origin.
+    pub const ANY: &str = "*";
+
+    pub fn new(origin: &str) -> Result<CorsOrigin, String> {
+        if origin == Self::ANY {
+            return Ok(CorsOrigin(origin.into()));
+        }
+        let bad = |why: &str| {
+            format!(
+                "cors_origins entry {origin:?} {why}: write an origin as scheme://host[:port], e.g. \"https://app.example.com\" or \"http://localhost:3000\", or \"*\" for any"
+            )
+        };
+        let url = url::Url::parse(origin).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("is not http or https"));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("has a path or query"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("has credentials"));
+        }
+        Ok(CorsOrigin(url.origin().ascii_serialization()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for CorsOrigin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        CorsOrigin::new(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -155,6 +207,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             pipelines_dir: None,
+            auth: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -203,8 +257,9 @@ pub struct CameraConfig {
     pub pipeline_file: Option<PathBuf>,
 }
 
-/// A camera's settings, validated and with defaults applied.
-#[derive(Clone, Debug)]
+/// A camera's settings, validated and with defaults applied. Equal settings
+/// mean the same pipeline: a reload leaves such a camera alone.
+#[derive(Clone, Debug, PartialEq)]
 pub struct CameraSettings {
     pub id: CameraId,
     pub name: String,
@@ -220,7 +275,7 @@ pub struct CameraSettings {
     pub pipeline: Option<PipelineOverride>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PipelineOverride {
     pub text: String,
     /// "pipeline" for an inline override, else the file's name.
@@ -530,6 +585,14 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_PIPELINES_DIR.into()),
         );
         server.pipelines_dir = Some(pipelines_dir.clone());
+        if let Some(auth) = &server.auth
+            && let Err(message) = crate::auth::Authenticator::new(auth)
+        {
+            return Err(ConfigError::Parse {
+                location: origin,
+                message,
+            });
+        }
 
         let mut config = Config {
             path: path.map(Path::to_path_buf),

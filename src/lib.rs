@@ -5,10 +5,14 @@
 //! docs/architecture.md.
 
 pub mod app;
+pub mod auth;
 pub mod camera;
 pub mod config;
+pub mod config_edit;
+pub mod control;
 pub mod frames;
 pub mod http;
+pub mod logging;
 pub mod pipeline;
 pub mod redact;
 pub mod registry;

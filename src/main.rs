@@ -1,19 +1,18 @@
 //! The camstream command: parse arguments, set up logging, load the config,
-//! run until SIGINT/SIGTERM.
+//! run until SIGINT/SIGTERM, reload on SIGHUP.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use tracing_subscriber::EnvFilter;
-
 use camstream::App;
 use camstream::config::{Config, DEFAULT_CONFIG_FILE};
+use camstream::logging::LogFormat;
+use clap::Parser;
 
 /// Stream cameras (RTSP, V4L2 webcams, files, test patterns) to browsers as
 /// MJPEG.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(
     version,
     about,
@@ -26,15 +25,15 @@ struct Args {
     /// Listen address, overriding [server] listen (e.g. 127.0.0.1:8000)
     #[arg(long, env = "CAMSTREAM_LISTEN")]
     listen: Option<std::net::SocketAddr>,
+    /// Log lines as text, or as one JSON object per line (filter with
+    /// RUST_LOG, e.g. RUST_LOG=camstream=debug)
+    #[arg(long, env = "CAMSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    camstream::logging::init(args.log_format);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -66,6 +65,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let app = App::build(config).await?;
+        // SIGHUP re-reads the config as at start (same file, same --listen).
+        let reload_args = args.clone();
+        camstream::app::spawn_reload_on_sighup(app.control(), move || load_config(&reload_args))?;
         app.run_until(shutdown_signal()).await;
         Ok(())
     })
