@@ -169,7 +169,8 @@ impl CorsOrigin {
         }
         let bad = |why: &str| {
             format!(
-                "cors_origins entry {origin:?} {why}: write an origin as scheme://host[:port], e.g. \"https://app.example.com\" or \"http://localhost:3000\", or \"*\" for any"
+                "cors_origins entry {:?} {why}: write an origin as scheme://host[:port], e.g. \"https://app.example.com\" or \"http://localhost:3000\", or \"*\" for any",
+                redact_text(origin)
             )
         };
         let url = url::Url::parse(origin).map_err(|e| bad(&format!("is not a URL ({e})")))?;
@@ -795,6 +796,42 @@ mod tests {
             "{c}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn auth_and_cors_are_checked_where_they_are_written() {
+        let config = parse(
+            "[server]\ncors_origins = [\"http://localhost:3000/\", \"*\"]\n\
+             [server.auth]\ntokens = [\"0123456789abcdef\"]\n",
+        )
+        .unwrap();
+        let origins: Vec<_> = config
+            .server
+            .cors_origins
+            .iter()
+            .map(|o| o.as_str())
+            .collect();
+        assert_eq!(origins, ["http://localhost:3000", "*"]);
+        let err = parse("[server]\ncors_origins = [\"https://u:pw99@x/app\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("test.toml:2:") && err.contains("scheme://host"),
+            "{err}"
+        );
+        assert!(!err.contains("pw99"), "{err}");
+        let err = parse("[server.auth]\ntokens = [\"short-secret\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("test.toml:2:") && err.contains("at least 16"),
+            "{err}"
+        );
+        assert!(!err.contains("short-secret"), "{err}");
+        let err = parse("[[server.auth.users]]\nname = \"a\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("password_sha256"), "{err}");
     }
 
     #[test]

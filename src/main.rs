@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::Parser;
+
 use camstream::App;
 use camstream::config::{Config, DEFAULT_CONFIG_FILE};
 use camstream::logging::LogFormat;
-use clap::Parser;
 
 /// Stream cameras (RTSP, V4L2 webcams, files, test patterns) to browsers as
 /// MJPEG.

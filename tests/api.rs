@@ -814,3 +814,85 @@ async fn the_config_file_is_always_complete_while_it_is_rewritten() {
     assert_eq!(entries, ["camstream.toml"], "no temporary file left behind");
     server.app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_camera_stands_in_for_an_empty_file() {
+    let server = Server::start(&auth_section(), "").await;
+    assert_eq!(ids(&server).await, ["demo"]);
+    for request in [
+        as_admin(Method::DELETE, server.url("/api/cameras/demo")),
+        put_json(&server, "demo", json!({ "source": "test:" })),
+    ] {
+        let (status, _, body) = send(request).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (409, Some("demo_camera")),
+            "{body}"
+        );
+    }
+    // The first real camera replaces it; removing the last brings it back,
+    // exactly as a restart with that file would.
+    let (status, _, body) = send(post_json(&server, json!({ "id": "x", "source": SMALL }))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(ids(&server).await, ["x"]);
+    let (status, _, _) = send(as_admin(Method::DELETE, server.url("/api/cameras/x"))).await;
+    assert_eq!(status, 204);
+    assert_eq!(ids(&server).await, ["demo"]);
+    assert!(Config::load(&server.path).unwrap().cameras.is_empty());
+    server.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grid_socket_never_queues_more_than_its_window() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = app::start(&format!(
+        "[[cameras]]\nid = \"a\"\nsource = \"test:ball?width=160&height=120&fps=20\"\n\
+         [[cameras]]\nid = \"b\"\nsource = \"{SMALL}\"\n"
+    ))
+    .await;
+    let ws = base(&app).replace("http://", "ws://");
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}/api/ws?cameras=a,b"))
+        .await
+        .unwrap();
+    // Without acknowledgements: two frames per camera, then nothing, however
+    // many frames the cameras produce meanwhile.
+    let mut got = Vec::new();
+    while let Ok(message) = tokio::time::timeout(Duration::from_secs(2), socket.next()).await {
+        let Some(Ok(Message::Binary(frame))) = message else {
+            panic!("unexpected {message:?}");
+        };
+        let n = usize::from(frame[0]);
+        let image = decode_jpeg(&frame[1 + n..]).expect("a JPEG");
+        assert_eq!((image.width, image.height), (40, 30));
+        got.push(String::from_utf8(frame[1..1 + n].to_vec()).unwrap());
+    }
+    got.sort();
+    assert_eq!(got, ["a", "a", "b", "b"]);
+    // One acknowledgement releases exactly one (newest) frame of that camera.
+    socket.send(Message::text("a")).await.unwrap();
+    let mut after = Vec::new();
+    while let Ok(Some(Ok(Message::Binary(frame)))) =
+        tokio::time::timeout(Duration::from_secs(2), socket.next()).await
+    {
+        after.push(frame[1]);
+    }
+    assert_eq!(after, [b'a']);
+    drop(socket);
+
+    // Bad requests are answered before the upgrade.
+    for (query, status) in [
+        ("cameras=nope", 404),
+        ("cameras=", 400),
+        ("cameras=a&fps=0", 400),
+    ] {
+        match tokio_tungstenite::connect_async(format!("{ws}/api/ws?{query}")).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), status, "{query}")
+            }
+            other => panic!("{query}: expected HTTP {status}, got {other:?}"),
+        }
+    }
+    app.shutdown().await;
+}

@@ -181,3 +181,36 @@ async fn sixteen_cameras_are_live_in_one_tab() {
     drop(browser);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grid_works_for_a_user_signed_in_with_basic_auth() {
+    // printf %s 'open sesame' | sha256sum
+    let sha = "41ef4bb0b23661e66301aac36066912dac037827b4ae63a7b1165a5aa93ed4eb";
+    let mut cameras = format!(
+        "[server.auth]\n[[server.auth.users]]\nname = \"ann\"\npassword_sha256 = \"{sha}\"\n"
+    );
+    for i in 1..=3 {
+        cameras.push_str(&format!(
+            "[[cameras]]\nid = \"c{i}\"\nsource = \"test:ball?width=160&height=120&fps=10\"\n"
+        ));
+    }
+    let app = app::start(&cameras).await;
+    let browser = Browser::start().await.expect("chromium starts");
+    // The browser asks for a user name and password (the 401 carries a
+    // Basic challenge); they are then sent with the page's fetches and with
+    // the grid's WebSocket handshake, which cannot carry a header of its
+    // own.
+    let page = browser
+        .open_with(&format!("{}/", base(&app)), Some(("ann", "open sesame")))
+        .await
+        .expect("page opens");
+    let painted = "(() => { const imgs = [...document.querySelectorAll('#grid img')];
+        return imgs.length === 3 && imgs.every((i) => Number(i.dataset.frames) > 2); })()";
+    let state = "({ status: document.getElementById('status').textContent,
+        frames: [...document.querySelectorAll('#grid img')].map((i) => i.dataset.frames) })";
+    if let Err(e) = page.wait_for(painted, state, LOAD_TIMEOUT).await {
+        panic!("{e:#}\nchromium log:\n{}", browser.log());
+    }
+    drop(browser);
+    app.shutdown().await;
+}

@@ -44,6 +44,12 @@ const FLAGS: &[&str] = &[
 ];
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
+/// What to answer an HTTP authentication prompt with.
+type Credentials = Arc<Mutex<Option<(String, String)>>>;
+/// Ids of commands sent by the event loop, whose replies nobody waits for;
+/// far from the ids of [`Browser::call`] and within the 32-bit integers
+/// CDP accepts.
+const EVENT_REPLY_IDS: u64 = 1_000_000_000;
 
 /// A running headless Chromium; killed on drop.
 pub struct Browser {
@@ -52,6 +58,7 @@ pub struct Browser {
     out: mpsc::UnboundedSender<Message>,
     pending: Pending,
     next_id: AtomicU64,
+    credentials: Credentials,
 }
 
 impl Browser {
@@ -101,7 +108,11 @@ impl Browser {
         });
         let pending: Pending = Arc::default();
         let replies = Arc::clone(&pending);
+        let credentials: Credentials = Arc::default();
+        let answer = Arc::clone(&credentials);
+        let events_out = out.clone();
         tokio::spawn(async move {
+            let mut event_id = EVENT_REPLY_IDS;
             while let Some(Ok(message)) = source.next().await {
                 let Message::Text(text) = message else {
                     continue;
@@ -109,8 +120,31 @@ impl Browser {
                 let Ok(value) = serde_json::from_str::<Value>(&text) else {
                     continue;
                 };
-                // Events have no id; only replies are waited for.
+                // Events have no id: the only ones acted on are those of
+                // the Fetch domain, which is on only while a page answers
+                // authentication prompts (see Page::sign_in).
                 let Some(id) = value.get("id").and_then(Value::as_u64) else {
+                    let reply = match value["method"].as_str() {
+                        Some("Fetch.authRequired") => {
+                            let (user, pass) = answer.lock().unwrap().clone().unwrap_or_default();
+                            json!({ "method": "Fetch.continueWithAuth", "params": {
+                                "requestId": value["params"]["requestId"],
+                                "authChallengeResponse": {
+                                    "response": "ProvideCredentials", "username": user, "password": pass,
+                                },
+                            }})
+                        }
+                        Some("Fetch.requestPaused") => json!({
+                            "method": "Fetch.continueRequest",
+                            "params": { "requestId": value["params"]["requestId"] },
+                        }),
+                        _ => continue,
+                    };
+                    let mut reply = reply;
+                    event_id += 1;
+                    reply["id"] = json!(event_id);
+                    reply["sessionId"] = value["sessionId"].clone();
+                    let _ = events_out.send(Message::Text(reply.to_string().into()));
                     continue;
                 };
                 let Some(reply) = replies.lock().unwrap().remove(&id) else {
@@ -129,6 +163,7 @@ impl Browser {
             out,
             pending,
             next_id: AtomicU64::new(1),
+            credentials,
         })
     }
 
@@ -160,6 +195,17 @@ impl Browser {
 
     /// Opens a new tab at `url`.
     pub async fn open(&self, url: &str) -> anyhow::Result<Page<'_>> {
+        self.open_with(url, None).await
+    }
+
+    /// Opens a new tab at `url`, answering HTTP authentication prompts
+    /// with `credentials` as a person would type them into the browser's
+    /// sign-in dialog.
+    pub async fn open_with(
+        &self,
+        url: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> anyhow::Result<Page<'_>> {
         let target = self
             .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
             .await?;
@@ -180,6 +226,11 @@ impl Browser {
             session,
         };
         page.call("Page.enable", json!({})).await?;
+        if let Some((user, pass)) = credentials {
+            *self.credentials.lock().unwrap() = Some((user.into(), pass.into()));
+            page.call("Fetch.enable", json!({ "handleAuthRequests": true }))
+                .await?;
+        }
         page.call("Page.navigate", json!({ "url": url })).await?;
         Ok(page)
     }
