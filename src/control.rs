@@ -25,7 +25,7 @@ use crate::registry::Cameras;
 
 /// Why a change through the API was refused or failed. Messages are
 /// redacted.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ManageError {
     /// The camera does not validate; the message is the one the config
     /// file would produce.

@@ -22,6 +22,8 @@ const ADMIN: &str = "admin-token-0123456789abcdef";
 const VIEWER: &str = "viewer-token-0123456789abcdef";
 /// `printf %s 'open sesame' | sha256sum`
 const ANN_SHA256: &str = "41ef4bb0b23661e66301aac36066912dac037827b4ae63a7b1165a5aa93ed4eb";
+/// A first frame needs a pipeline start (well under a second here); the
+/// margin is for a loaded CI machine.
 const PART_TIMEOUT: Duration = Duration::from_secs(20);
 const SMALL: &str = "test:ball?width=160&height=120&fps=10";
 

@@ -19,6 +19,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const ADMIN: &str = "Admin-Token-e1f2a3b4c5d6";
 const VIEWER: &str = "Viewer-Token-9a8b7c6d5e4f";
+/// The binary is up in well under a second; a loaded 2-core CI machine
+/// building other tests meanwhile can take much longer.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A camstream process with its config in a temporary directory; killed on

@@ -50,7 +50,7 @@ pub struct AppState {
 
 /// An API failure. Every error response is JSON:
 /// `{"error": {"code": "...", "message": "..."}}`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("unknown camera \"{0}\": GET /api/cameras lists the cameras")]
     UnknownCamera(CameraId),
@@ -366,7 +366,7 @@ impl warp::reject::Reject for Refused {}
 /// Warp's own rejections (no route, wrong method) in the API's error shape.
 async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
     if let Some(Refused(error)) = rejection.find::<Refused>() {
-        return Ok(clone_refusal(error).into_response());
+        return Ok(error.clone().into_response());
     }
     let error = if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::PayloadTooLarge
@@ -378,21 +378,6 @@ async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Response,
         ApiError::NotFound("see GET /api/cameras and docs/api.md".into())
     };
     Ok(error.into_response())
-}
-
-/// The refusals the access check produces, rebuilt from a borrowed
-/// rejection.
-fn clone_refusal(error: &ApiError) -> ApiError {
-    match error {
-        ApiError::Unauthorized {
-            message,
-            challenges,
-        } => ApiError::Unauthorized {
-            message: message.clone(),
-            challenges: challenges.clone(),
-        },
-        other => ApiError::Forbidden(other.to_string()),
-    }
 }
 
 /// Query parameters, percent-decoded. Repeated keys keep the last value.

@@ -35,7 +35,9 @@ use crate::frames::Frame;
 /// full rate across one network round trip (one frame in flight while the
 /// previous is acknowledged) and bound what can queue to two frames.
 pub const WINDOW: u32 = 2;
-/// The most cameras one socket may carry.
+/// The most cameras one socket may carry: four times the 16-tile grid,
+/// and a bound on what one client can make the server hold in flight
+/// (this many cameras x [`WINDOW`] frames).
 pub const MAX_CAMERAS: usize = 64;
 /// Client messages are camera ids (64 characters at most); anything larger
 /// is not from the page.
