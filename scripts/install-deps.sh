@@ -4,7 +4,9 @@
 #   - GStreamer: the libraries and headers the Rust bindings link against,
 #     and the plugins camstream's pipelines use (base, good, bad, ugly,
 #     libav, and -x for the clock/text overlays);
-#   - with --test: also gst-rtsp-server (the tests' in-process RTSP server);
+#   - with --test: also gst-rtsp-server (the tests' in-process RTSP server),
+#     chromium (the web page is tested in headless Chromium) and prometheus
+#     (for `promtool check metrics`, which checks /metrics);
 #   - a Rust toolchain through rustup if cargo is missing.
 set -euo pipefail
 
@@ -22,7 +24,7 @@ packages=(
 )
 for arg in "$@"; do
   case "$arg" in
-    --test) packages+=(libgstrtspserver-1.0-dev) ;;
+    --test) packages+=(libgstrtspserver-1.0-dev chromium prometheus) ;;
     *) echo "usage: $0 [--test]" >&2; exit 2 ;;
   esac
 done
@@ -43,6 +45,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The prometheus package is installed for promtool only; on a host with
+  # systemd it also enables a Prometheus server, which the tests do not
+  # want running.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then

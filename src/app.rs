@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::camera::{Camera, Configured};
 use crate::config::Config;
+use crate::control::{Control, ReloadSummary};
 use crate::http::server::{ServerOptions, serve};
 use crate::http::{AppState, routes};
 use crate::registry::Cameras;
@@ -22,6 +22,7 @@ use crate::registry::Cameras;
 pub struct App {
     local_addr: SocketAddr,
     cameras: Arc<Cameras>,
+    control: Arc<Control>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
 }
@@ -39,35 +40,23 @@ impl App {
         })?;
         let local_addr = listener.local_addr()?;
 
-        for problem in &config.problems {
-            warn!("{problem}");
-        }
         let shutdown = CancellationToken::new();
         let cameras = Arc::new(Cameras::default());
         let server_config = config.server.clone();
-        for entry in config.cameras {
-            if let Err(reason) = &entry.settings {
-                warn!(camera = %entry.id, "{reason}");
-            }
-            let camera = Camera::spawn(
-                entry.id,
-                Configured {
-                    name: entry.name,
-                    settings: entry.settings,
-                },
-                &shutdown,
-            );
-            if let Err(duplicate) = cameras.insert(camera) {
-                // Config::parse already drops duplicates; stop the extra
-                // supervisor all the same.
-                duplicate.shutdown().await;
-            }
-        }
+        let control = Arc::new(Control::new(
+            &config,
+            Arc::clone(&cameras),
+            shutdown.clone(),
+        ));
+        // Starting is a reload from nothing: every camera is "added", and
+        // config problems and auth warnings are logged on the way.
+        control.apply(config).await;
 
         let state = AppState {
             cameras: Arc::clone(&cameras),
             shutdown: shutdown.clone(),
             max_viewers: server_config.max_viewers,
+            control: Arc::clone(&control),
         };
         let options = ServerOptions {
             write_timeout: server_config.write_timeout(),
@@ -81,6 +70,7 @@ impl App {
         Ok(App {
             local_addr,
             cameras,
+            control,
             shutdown,
             server,
         })
@@ -92,6 +82,19 @@ impl App {
 
     pub fn cameras(&self) -> &Arc<Cameras> {
         &self.cameras
+    }
+
+    /// Changes, adds and removes cameras to match `config`: unchanged
+    /// cameras keep streaming with their viewers attached, changed ones
+    /// restart with their viewers kept; auth and CORS changes apply to the
+    /// next request. `listen` and `pipelines_dir` need a restart.
+    pub async fn reload(&self, config: Config) -> ReloadSummary {
+        self.control.apply(config).await
+    }
+
+    /// What changes the running server; lives as long as any clone.
+    pub fn control(&self) -> Arc<Control> {
+        Arc::clone(&self.control)
     }
 
     /// Serves until `signal` resolves, then shuts down.
@@ -108,4 +111,35 @@ impl App {
         let _ = self.server.await;
         info!("stopped");
     }
+}
+
+/// Reloads on every SIGHUP: `load` reads the configuration again, as at
+/// start, and [`App::reload`] applies it. A file that no longer loads is
+/// reported and the running configuration kept. The handler is installed
+/// before this returns, so a SIGHUP never kills the process (the default
+/// action) once the server is up.
+pub fn spawn_reload_on_sighup<F>(control: Arc<Control>, load: F) -> anyhow::Result<JoinHandle<()>>
+where
+    F: Fn() -> anyhow::Result<Config> + Send + 'static,
+{
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    Ok(tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            info!("SIGHUP: reloading the configuration");
+            match load() {
+                Ok(config) => {
+                    let summary = control.apply(config).await;
+                    info!(
+                        added = summary.added.len(),
+                        changed = summary.changed.len(),
+                        removed = summary.removed.len(),
+                        unchanged = summary.unchanged,
+                        "configuration reloaded"
+                    );
+                }
+                Err(e) => warn!("reload failed, keeping the running configuration: {e:#}"),
+            }
+        }
+    }))
 }

@@ -148,7 +148,7 @@ impl Status {
 }
 
 /// A camera's configuration: valid settings, or the reason it is invalid.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Configured {
     pub name: String,
     pub settings: Result<CameraSettings, String>,
@@ -371,6 +371,12 @@ impl Camera {
                 wait,
             }),
         }
+    }
+
+    /// Cancelled when this camera is shut down (removed, or the server
+    /// stops): streams of the camera end with it.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
     }
 
     /// Stops the supervisor and waits until the pipeline is NULL.

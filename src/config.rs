@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthConfig;
 use crate::redact::{Redactor, redact_text};
 use crate::source::{self, PipelinePlan, PipelineText, RenderOptions, Source, Transport};
 
@@ -160,6 +161,14 @@ pub struct ServerConfig {
     /// Viewers of all cameras together; more get 503 with Retry-After.
     #[serde(default = "default_max_viewers")]
     pub max_viewers: usize,
+    /// `[server.auth]`: tokens and users. Without it everything is open and
+    /// cameras cannot be changed through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+    /// Origins of other web apps allowed to call the JSON API from a
+    /// browser (CORS). Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors_origins: Vec<CorsOrigin>,
 }
 
 fn default_write_timeout_s() -> f64 {
@@ -190,6 +199,50 @@ impl ServerConfig {
     }
 }
 
+/// An entry of `cors_origins`: `"*"` or `scheme://host[:port]`, kept in the
+/// form browsers send in the `Origin` header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct CorsOrigin(String);
+
+impl CorsOrigin {
+    /// Any origin.
+    pub const ANY: &str = "*";
+
+    pub fn new(origin: &str) -> Result<CorsOrigin, String> {
+        if origin == Self::ANY {
+            return Ok(CorsOrigin(origin.into()));
+        }
+        let bad = |why: &str| {
+            format!(
+                "cors_origins entry {:?} {why}: write an origin as scheme://host[:port], e.g. \"https://app.example.com\" or \"http://localhost:3000\", or \"*\" for any",
+                redact_text(origin)
+            )
+        };
+        let url = url::Url::parse(origin).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("is not http or https"));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("has a path or query"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("has credentials"));
+        }
+        Ok(CorsOrigin(url.origin().ascii_serialization()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for CorsOrigin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        CorsOrigin::new(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN
         .parse()
@@ -203,6 +256,8 @@ impl Default for ServerConfig {
             pipelines_dir: None,
             write_timeout_s: DEFAULT_WRITE_TIMEOUT_S,
             max_viewers: DEFAULT_MAX_VIEWERS,
+            auth: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -263,8 +318,9 @@ pub struct CameraConfig {
     pub pipeline_file: Option<PathBuf>,
 }
 
-/// A camera's settings, validated and with defaults applied.
-#[derive(Clone, Debug)]
+/// A camera's settings, validated and with defaults applied. Equal settings
+/// mean the same pipeline: a reload leaves such a camera alone.
+#[derive(Clone, Debug, PartialEq)]
 pub struct CameraSettings {
     pub id: CameraId,
     pub name: String,
@@ -285,7 +341,7 @@ pub struct CameraSettings {
     pub pipeline: Option<PipelineOverride>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PipelineOverride {
     pub text: String,
     /// "pipeline" for an inline override, else the file's name.
@@ -671,6 +727,14 @@ impl Config {
         if let Some(listen) = overrides.listen {
             server.listen = listen;
         }
+        if let Some(auth) = &server.auth
+            && let Err(message) = crate::auth::Authenticator::new(auth)
+        {
+            return Err(ConfigError::Parse {
+                location: origin,
+                message,
+            });
+        }
 
         let mut config = Config {
             path: path.map(Path::to_path_buf),
@@ -900,6 +964,42 @@ mod tests {
         let config = Config::parse(text, Some(&dir.join("c.toml"))).unwrap();
         assert!(config.cameras[0].settings.is_err());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn auth_and_cors_are_checked_where_they_are_written() {
+        let config = parse(
+            "[server]\ncors_origins = [\"http://localhost:3000/\", \"*\"]\n\
+             [server.auth]\ntokens = [\"0123456789abcdef\"]\n",
+        )
+        .unwrap();
+        let origins: Vec<_> = config
+            .server
+            .cors_origins
+            .iter()
+            .map(|o| o.as_str())
+            .collect();
+        assert_eq!(origins, ["http://localhost:3000", "*"]);
+        let err = parse("[server]\ncors_origins = [\"https://u:pw99@x/app\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("test.toml:2:") && err.contains("scheme://host"),
+            "{err}"
+        );
+        assert!(!err.contains("pw99"), "{err}");
+        let err = parse("[server.auth]\ntokens = [\"short-secret\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("test.toml:2:") && err.contains("at least 16"),
+            "{err}"
+        );
+        assert!(!err.contains("short-secret"), "{err}");
+        let err = parse("[[server.auth.users]]\nname = \"a\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("password_sha256"), "{err}");
     }
 
     #[test]

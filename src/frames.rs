@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -114,15 +114,96 @@ pub struct PipelineStats {
     pub input_size: AtomicU64,
     /// The encoded frames' resolution, packed; 0 = unknown.
     pub output_size: AtomicU64,
+    /// Time jpegenc took per frame, measured by pad probes around it.
+    pub encode_time: Histogram,
+    /// Bytes written to viewers (streams, snapshots, the grid socket):
+    /// what the camera costs in bandwidth, as opposed to `bytes_out`.
+    pub bytes_sent: AtomicU64,
+    /// The highest `frames_in - frames_out` reported so far (see
+    /// [`PipelineStats::frames_dropped`]).
+    dropped_reported: AtomicU64,
 }
 
 impl PipelineStats {
+    /// Frames the leaky queue discarded to stay current, as a counter that
+    /// never goes down. `frames_in - frames_out` alone can dip by one while
+    /// a frame is inside the encoder, which a Prometheus counter must not
+    /// do; so this reports the running maximum, at most one frame high.
+    pub fn frames_dropped(&self) -> u64 {
+        let seen = self
+            .frames_in
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.frames_out.load(Ordering::Relaxed));
+        self.dropped_reported
+            .fetch_max(seen, Ordering::Relaxed)
+            .max(seen)
+    }
+
     pub fn input(&self) -> Option<(u32, u32)> {
         unpack_size(self.input_size.load(Ordering::Relaxed))
     }
 
     pub fn output(&self) -> Option<(u32, u32)> {
         unpack_size(self.output_size.load(Ordering::Relaxed))
+    }
+}
+
+/// Upper bounds of the encode-time buckets, in microseconds. jpegenc takes
+/// well under a millisecond for a quarter of a 1080p frame on one core and
+/// tens of milliseconds for a full 4K frame; doubling steps cover both ends
+/// with a dozen buckets.
+pub const ENCODE_BUCKETS_US: [u64; 12] = [
+    125, 250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000,
+];
+
+/// A fixed-bucket histogram of durations, recorded from a streaming thread
+/// with atomics only (no lock, no allocation).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per-bucket counts (not cumulative); the last one is above every
+    /// bound (+Inf).
+    buckets: [AtomicU64; ENCODE_BUCKETS_US.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+/// A histogram as read at one moment, in Prometheus' shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramSnapshot {
+    /// (upper bound in seconds, observations at or below it), ascending.
+    pub cumulative: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+impl Histogram {
+    pub fn record(&self, elapsed: Duration) {
+        let us = elapsed.as_micros();
+        let index = ENCODE_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= u128::from(bound))
+            .unwrap_or(ENCODE_BUCKETS_US.len());
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut running = 0;
+        let mut cumulative = Vec::with_capacity(ENCODE_BUCKETS_US.len());
+        for (bound, bucket) in ENCODE_BUCKETS_US.iter().zip(&self.buckets) {
+            running += bucket.load(Ordering::Relaxed);
+            cumulative.push((*bound as f64 / 1e6, running));
+        }
+        // The count is the sum of the buckets read, so it always equals the
+        // +Inf bucket even while frames are being recorded.
+        let count = running + self.buckets[ENCODE_BUCKETS_US.len()].load(Ordering::Relaxed);
+        HistogramSnapshot {
+            cumulative,
+            count,
+            sum_seconds: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        }
     }
 }
 
@@ -181,6 +262,34 @@ mod tests {
         assert_eq!((frame.seq, &frame.jpeg[..]), (2, &b"b"[..]));
         hub.clear();
         assert!(hub.latest().is_none());
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.record(Duration::from_micros(100));
+        h.record(Duration::from_micros(900));
+        h.record(Duration::from_secs(2));
+        let s = h.snapshot();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.cumulative[0], (0.000125, 1));
+        assert_eq!(s.cumulative[3], (0.001, 2));
+        assert_eq!(
+            s.cumulative.last().unwrap().1,
+            2,
+            "2 s is above every bound"
+        );
+        assert!((s.sum_seconds - 2.001).abs() < 1e-9);
+    }
+
+    #[test]
+    fn dropped_frames_never_go_down() {
+        let stats = PipelineStats::default();
+        stats.frames_in.store(10, Ordering::Relaxed);
+        stats.frames_out.store(7, Ordering::Relaxed);
+        assert_eq!(stats.frames_dropped(), 3);
+        stats.frames_out.store(8, Ordering::Relaxed);
+        assert_eq!(stats.frames_dropped(), 3);
     }
 
     #[test]

@@ -5,11 +5,15 @@
 //! docs/architecture.md.
 
 pub mod app;
+pub mod auth;
 pub mod camera;
 pub mod cmds;
 pub mod config;
+pub mod config_edit;
+pub mod control;
 pub mod frames;
 pub mod http;
+pub mod logging;
 pub mod pipeline;
 pub mod redact;
 pub mod registry;

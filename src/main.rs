@@ -1,6 +1,6 @@
 //! The camstream command: parse arguments, set up logging, dispatch to the
-//! command. `serve` (the default) runs until SIGINT/SIGTERM; the other
-//! commands live in camstream::cmds.
+//! command. `serve` (the default) runs until SIGINT/SIGTERM and reloads its
+//! config on SIGHUP; the other commands live in camstream::cmds.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 use camstream::App;
 use camstream::cmds::check::CheckArgs;
 use camstream::cmds::healthcheck::HealthcheckArgs;
 use camstream::cmds::probe::ProbeArgs;
 use camstream::cmds::{self, ServeArgs};
+use camstream::logging::LogFormat;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -38,6 +38,10 @@ struct Cli {
     /// With no command: serve
     #[command(flatten)]
     serve: ServeArgs,
+    /// Log lines as text, or as one JSON object per line (filter with
+    /// RUST_LOG, e.g. RUST_LOG=camstream=debug)
+    #[arg(long, global = true, env = "CAMSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,7 +62,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
-    init_logging(matches!(command, Command::Serve(_)));
+    camstream::logging::init(cli.log_format, matches!(command, Command::Serve(_)));
     // Not locked: the server's log lines go to stdout from other threads.
     let mut out = std::io::stdout();
     let result = match command {
@@ -78,25 +82,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The server logs what it does at info; the one-shot commands print their
-/// own report on stdout, so only warnings are logged, to stderr. RUST_LOG
-/// overrides both.
-fn init_logging(serving: bool) {
-    let default = if serving { "info" } else { "warn" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let logger = tracing_subscriber::fmt().with_env_filter(filter);
-    if serving {
-        logger.init();
-    } else {
-        logger.with_writer(std::io::stderr).init();
-    }
-}
-
 /// Shutdown must finish within 2 s (container runtimes send SIGKILL
 /// soon after SIGTERM); whatever is still stopping after this is abandoned.
 const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1500);
 
-/// Serves until SIGINT or SIGTERM; a second signal exits at once.
+/// Serves until SIGINT or SIGTERM (a second signal exits at once); SIGHUP
+/// reloads the config.
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     // Each viewer holds a socket; the default soft limit of 1024 descriptors
@@ -107,6 +98,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         let app = App::build(config).await?;
+        // SIGHUP re-reads the config as at start (same file, same overrides).
+        camstream::app::spawn_reload_on_sighup(app.control(), move || args.load())?;
         shutdown_signal().await;
         // A second signal means "now": exit without waiting for cleanup.
         tokio::spawn(async {

@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -62,13 +63,13 @@ pub fn part(frame: &Frame) -> [Bytes; 3] {
 /// Skips frames to hold a viewer to `fps`. The frame is encoded once for
 /// everyone; a capped viewer just takes fewer of them.
 #[derive(Debug)]
-struct RateCap {
+pub(crate) struct RateCap {
     interval: Duration,
     next_due: Option<Instant>,
 }
 
 impl RateCap {
-    fn new(fps: f64) -> RateCap {
+    pub(crate) fn new(fps: f64) -> RateCap {
         RateCap {
             interval: Duration::from_secs_f64(1.0 / fps),
             next_due: None,
@@ -76,7 +77,7 @@ impl RateCap {
     }
 
     /// Whether a frame arriving `now` should be sent.
-    fn admit(&mut self, now: Instant) -> bool {
+    pub(crate) fn admit(&mut self, now: Instant) -> bool {
         // Frames arrive on the camera's cadence, not ours: accept a frame a
         // little early, or jitter in the source's timing would make a 30 fps
         // camera capped at 10 fps skip to 7.5 fps.
@@ -105,6 +106,7 @@ pub fn response(
     fps: Option<f64>,
     shutdown: CancellationToken,
 ) -> warp::reply::Response {
+    let camera = Arc::clone(viewer.camera());
     let (frames, guard) = viewer.into_parts();
     let mut cap = fps.map(RateCap::new);
     let parts = WatchStream::new(frames)
@@ -126,6 +128,10 @@ pub fn response(
             // The guard lives as long as the body: dropping the response
             // (viewer gone) is what releases the viewer.
             let _ = &guard;
+            camera
+                .stats()
+                .bytes_sent
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             Ok::<_, Infallible>(chunk)
         });
     let mut response = warp::reply::stream(SyncStream::new(body)).into_response();

@@ -117,6 +117,7 @@ impl Pipeline {
             // start rather than garbage in browsers.
             sink.set_caps(Some(&gst::Caps::new_empty_simple("image/jpeg")));
         }
+        pipeline.time_encoder(&output.stats);
         install_appsink(&sink, output);
         Ok(pipeline)
     }
@@ -246,6 +247,52 @@ impl Pipeline {
             });
         }
         (real_size, lowres)
+    }
+
+    /// Measures jpegenc's time per frame into `stats.encode_time`: a probe
+    /// on its input notes when a frame goes in, one on its output records
+    /// the difference. jpegenc encodes inside its chain function and pushes
+    /// the result before taking the next frame, so one start time is
+    /// enough. Both probes only touch atomics. Pipelines without a jpegenc
+    /// (a whole-pipeline override using another encoder) are not timed.
+    fn time_encoder(&self, stats: &Arc<PipelineStats>) {
+        let encoder = self.pipeline.by_name("camstream_enc").or_else(|| {
+            let mut elements = self.pipeline.iterate_recurse();
+            let mut found = None;
+            while let Ok(Some(element)) = elements.next() {
+                if element.factory().is_some_and(|f| f.name() == "jpegenc") {
+                    found = Some(element);
+                    break;
+                }
+            }
+            found
+        });
+        let Some(encoder) = encoder else {
+            return;
+        };
+        let (Some(sink), Some(src)) = (encoder.static_pad("sink"), encoder.static_pad("src"))
+        else {
+            return;
+        };
+        let epoch = std::time::Instant::now();
+        let started = Arc::new(AtomicU64::new(0));
+        let mark = Arc::clone(&started);
+        sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            mark.store(now, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+        let stats = Arc::clone(stats);
+        src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let began = started.load(Ordering::Relaxed);
+            if began != 0 && now >= began {
+                stats
+                    .encode_time
+                    .record(std::time::Duration::from_nanos(now - began));
+            }
+            gst::PadProbeReturn::Ok
+        });
     }
 
     /// Starts playing. A state change that fails at once (device missing,

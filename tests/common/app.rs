@@ -1,7 +1,7 @@
 //! Starting a real camstream server for a test: config from TOML text,
 //! bound to 127.0.0.1 on a free port, and a small JSON client.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
@@ -24,12 +24,22 @@ pub async fn start_with_server(server: &str, cameras: &str) -> App {
     App::build(config).await.expect("server starts")
 }
 
+/// Starts camstream from a config file on disk, as `camstream --config`
+/// does (the file should listen on 127.0.0.1:0).
+pub async fn start_from_file(path: &Path) -> App {
+    super::init();
+    let config = Config::load(path)
+        .expect("test config loads")
+        .with_demo_if_empty();
+    App::build(config).await.expect("server starts")
+}
+
 /// `http://127.0.0.1:PORT` of a running app.
 pub fn base(app: &App) -> String {
     format!("http://{}", app.local_addr())
 }
 
-fn client() -> reqwest::Client {
+pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(20))

@@ -1,0 +1,349 @@
+//! `GET /metrics`: Prometheus text exposition format 0.0.4.
+//!
+//! Per camera (label `camera="ID"`): frames in, encoded and dropped, bytes
+//! encoded and sent, viewers, pipeline starts and restarts, measured fps,
+//! the encode-time histogram and the state as a one-hot gauge. Then the
+//! process: resident memory, CPU seconds, open file descriptors, threads,
+//! read from /proc/self. Every value is read from atomics or watch
+//! channels; serving metrics never waits on a camera.
+//!
+//! The format is written directly: it is a few lines of text, and the
+//! output is checked by Prometheus' own `promtool check metrics` in the
+//! tests.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use warp::Reply;
+use warp::http::{HeaderValue, header};
+
+use super::AppState;
+use crate::camera::State;
+
+/// What Prometheus expects for the text format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const STATES: [State; 6] = [
+    State::Idle,
+    State::Starting,
+    State::Streaming,
+    State::Reconnecting,
+    State::Failed,
+    State::Stopped,
+];
+
+/// Builds the exposition text.
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (key, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{key}=\"{}\"", escape(value));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Label values escape backslash, quote and newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A float as Prometheus writes it.
+fn float(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+pub fn render(state: &AppState) -> warp::reply::Response {
+    let cameras = state.cameras.all();
+    let mut e = Exposition {
+        out: String::with_capacity(4096 + cameras.len() * 3072),
+    };
+
+    e.family(
+        "camstream_build_info",
+        "gauge",
+        "The camstream version, as a label.",
+    );
+    e.sample(
+        "camstream_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    e.family("camstream_cameras", "gauge", "Cameras configured.");
+    e.sample("camstream_cameras", &[], cameras.len());
+
+    // One pass per family, as the format wants every sample of a family
+    // together.
+    type Counter = fn(&crate::camera::Camera) -> u64;
+    let counters: [(&str, &str, &str, Counter); 8] = [
+        (
+            "camstream_frames_in_total",
+            "counter",
+            "Decoded frames that reached the scale/encode stage.",
+            |c| c.stats().frames_in.load(Ordering::Relaxed),
+        ),
+        (
+            "camstream_frames_encoded_total",
+            "counter",
+            "Frames JPEG-encoded and published to viewers (once for all viewers).",
+            |c| c.stats().frames_out.load(Ordering::Relaxed),
+        ),
+        (
+            "camstream_frames_dropped_total",
+            "counter",
+            "Frames discarded before encoding because encoding fell behind the source.",
+            |c| c.stats().frames_dropped(),
+        ),
+        (
+            "camstream_bytes_encoded_total",
+            "counter",
+            "JPEG bytes produced by the encoder.",
+            |c| c.stats().bytes_out.load(Ordering::Relaxed),
+        ),
+        (
+            "camstream_bytes_sent_total",
+            "counter",
+            "Bytes written to viewers: streams, snapshots and the grid WebSocket.",
+            |c| c.stats().bytes_sent.load(Ordering::Relaxed),
+        ),
+        (
+            "camstream_viewers",
+            "gauge",
+            "Viewers attached now (streams, snapshots in progress, grid tiles).",
+            |c| c.viewer_count() as u64,
+        ),
+        (
+            "camstream_pipeline_starts_total",
+            "counter",
+            "Pipelines built (first start, restarts and reconfigurations).",
+            |c| c.starts().0,
+        ),
+        (
+            "camstream_restarts_total",
+            "counter",
+            "Pipelines rebuilt after a failure, stall or end of stream.",
+            |c| c.starts().1,
+        ),
+    ];
+    for (name, kind, help, read) in counters {
+        e.family(name, kind, help);
+        for camera in &cameras {
+            e.sample(name, &[("camera", camera.id().as_str())], read(camera));
+        }
+    }
+
+    e.family(
+        "camstream_fps",
+        "gauge",
+        "Encoded frames per second, measured over the last second.",
+    );
+    for camera in &cameras {
+        e.sample(
+            "camstream_fps",
+            &[("camera", camera.id().as_str())],
+            float(camera.status().fps),
+        );
+    }
+
+    e.family(
+        "camstream_camera_state",
+        "gauge",
+        "1 for the camera's current state, 0 for the others.",
+    );
+    for camera in &cameras {
+        let current = camera.status().state;
+        for s in STATES {
+            e.sample(
+                "camstream_camera_state",
+                &[("camera", camera.id().as_str()), ("state", s.as_str())],
+                u8::from(s == current),
+            );
+        }
+    }
+
+    e.family(
+        "camstream_encode_seconds",
+        "histogram",
+        "Time jpegenc took per frame.",
+    );
+    for camera in &cameras {
+        let id = camera.id().as_str();
+        let h = camera.stats().encode_time.snapshot();
+        for (le, count) in &h.cumulative {
+            e.sample(
+                "camstream_encode_seconds_bucket",
+                &[("camera", id), ("le", &float(*le))],
+                count,
+            );
+        }
+        e.sample(
+            "camstream_encode_seconds_bucket",
+            &[("camera", id), ("le", "+Inf")],
+            h.count,
+        );
+        e.sample(
+            "camstream_encode_seconds_sum",
+            &[("camera", id)],
+            float(h.sum_seconds),
+        );
+        e.sample("camstream_encode_seconds_count", &[("camera", id)], h.count);
+    }
+
+    process(&mut e);
+
+    let mut response = warp::reply::Response::new(e.out.into());
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    super::mjpeg::no_cache(headers);
+    response.into_response()
+}
+
+/// Process figures under the names every Prometheus client library uses.
+/// A figure /proc does not give is left out rather than made up.
+fn process(e: &mut Exposition) {
+    let Some(stat) = ProcStat::read() else {
+        return;
+    };
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    e.family(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time spent, in seconds.",
+    );
+    e.sample(
+        "process_cpu_seconds_total",
+        &[],
+        float((stat.utime + stat.stime) as f64 / ticks),
+    );
+    e.family(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+    );
+    e.sample(
+        "process_resident_memory_bytes",
+        &[],
+        stat.rss_pages * rustix::param::page_size() as u64,
+    );
+    e.family(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+    );
+    e.sample("process_virtual_memory_bytes", &[], stat.vsize);
+    e.family("process_threads", "gauge", "OS threads in the process.");
+    e.sample("process_threads", &[], stat.threads);
+    if let Some(boot) = boot_time() {
+        e.family(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch, in seconds.",
+        );
+        e.sample(
+            "process_start_time_seconds",
+            &[],
+            float(boot as f64 + stat.start_ticks as f64 / ticks),
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        e.family(
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors (sockets, devices, files).",
+        );
+        e.sample("process_open_fds", &[], fds.count());
+    }
+    if let Some(max) = max_fds() {
+        e.family(
+            "process_max_fds",
+            "gauge",
+            "The soft limit on open file descriptors.",
+        );
+        e.sample("process_max_fds", &[], max);
+    }
+}
+
+/// The fields of /proc/self/stat used here (proc(5)).
+struct ProcStat {
+    utime: u64,
+    stime: u64,
+    threads: u64,
+    start_ticks: u64,
+    vsize: u64,
+    rss_pages: u64,
+}
+
+impl ProcStat {
+    fn read() -> Option<ProcStat> {
+        let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) is in parentheses and may contain
+        // spaces; the numbered fields start after its closing parenthesis.
+        let rest = &text[text.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // `fields[0]` is field 3 (state).
+        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+        Some(ProcStat {
+            utime: field(14)?,
+            stime: field(15)?,
+            threads: field(20)?,
+            start_ticks: field(22)?,
+            vsize: field(23)?,
+            rss_pages: field(24)?,
+        })
+    }
+}
+
+fn boot_time() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn max_fds() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_parses() {
+        let stat = ProcStat::read().expect("/proc/self/stat");
+        assert!(stat.threads >= 1 && stat.rss_pages > 0 && stat.vsize > 0);
+        assert!(max_fds().is_some_and(|m| m > 0));
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(float(f64::INFINITY), "+Inf");
+        assert_eq!(float(0.5), "0.5");
+    }
+}
