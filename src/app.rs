@@ -42,7 +42,10 @@ impl App {
 
         let shutdown = CancellationToken::new();
         let cameras = Arc::new(Cameras::default());
-        let server_config = config.server.clone();
+        // Read before `config` moves into the control; like `listen`, these
+        // take effect at start only.
+        let max_viewers = config.server.max_viewers;
+        let write_timeout = config.server.write_timeout();
         let control = Arc::new(Control::new(
             &config,
             Arc::clone(&cameras),
@@ -55,12 +58,10 @@ impl App {
         let state = AppState {
             cameras: Arc::clone(&cameras),
             shutdown: shutdown.clone(),
-            max_viewers: server_config.max_viewers,
+            max_viewers,
             control: Arc::clone(&control),
         };
-        let options = ServerOptions {
-            write_timeout: server_config.write_timeout(),
-        };
+        let options = ServerOptions { write_timeout };
         let server = tokio::spawn(serve(listener, routes(state), shutdown.clone(), options));
         info!(
             "camstream {} listening on http://{local_addr}/ with {} camera(s)",
@@ -87,7 +88,7 @@ impl App {
     /// Changes, adds and removes cameras to match `config`: unchanged
     /// cameras keep streaming with their viewers attached, changed ones
     /// restart with their viewers kept; auth and CORS changes apply to the
-    /// next request. `listen` and `pipelines_dir` need a restart.
+    /// next request. `listen`, `pipelines_dir`, `write_timeout_s` and `max_viewers` need a restart.
     pub async fn reload(&self, config: Config) -> ReloadSummary {
         self.control.apply(config).await
     }

@@ -441,9 +441,7 @@ impl Camera {
                 }
             };
             if !settings.always_on && *viewers.borrow_and_update() == 0 {
-                outage = None;
-                self.hub.clear();
-                self.end_outage();
+                self.go_dark(&mut outage);
                 retrying = false;
                 self.set_state(State::Idle);
                 tokio::select! {
@@ -462,9 +460,7 @@ impl Camera {
             match exit {
                 Exit::Shutdown => break,
                 Exit::Reconfigured | Exit::Idle => {
-                    outage = None;
-                    self.hub.clear();
-                    self.end_outage();
+                    self.go_dark(&mut outage);
                     retrying = false;
                     backoff.reset();
                 }
@@ -589,6 +585,14 @@ impl Camera {
             .in_current_span(),
         );
         Some(Outage { task })
+    }
+
+    /// Not running (idle, or restarting with a new configuration): no
+    /// placeholders, no stale newest frame, not "offline".
+    fn go_dark(&self, outage: &mut Option<Outage>) {
+        *outage = None;
+        self.hub.clear();
+        self.end_outage();
     }
 
     /// Live again (or stopped): no longer offline.

@@ -104,7 +104,7 @@ impl Control {
     }
 
     /// Makes the running server match `config` (see the module docs).
-    /// `[server] listen` and `pipelines_dir` changes need a restart; auth and
+    /// `[server] listen`, `pipelines_dir`, `write_timeout_s` and `max_viewers` changes need a restart; auth and
     /// CORS apply to the next request.
     pub async fn apply(&self, config: Config) -> ReloadSummary {
         let _one_at_a_time = self.lock.lock().await;

@@ -107,6 +107,10 @@ pub fn response(
     shutdown: CancellationToken,
 ) -> warp::reply::Response {
     let camera = Arc::clone(viewer.camera());
+    camera
+        .stats()
+        .bytes_sent
+        .fetch_add(OPENING.len() as u64, Ordering::Relaxed);
     let (frames, guard) = viewer.into_parts();
     let mut cap = fps.map(RateCap::new);
     let parts = WatchStream::new(frames)
@@ -118,7 +122,17 @@ pub fn response(
             };
             std::future::ready(frame.filter(|_| admit))
         })
-        .flat_map(|frame| stream::iter(part(&frame)));
+        .flat_map(move |frame| {
+            let chunks = part(&frame);
+            // Counted once per part, not per chunk: one atomic add per
+            // viewer-frame on a counter every viewer of the camera shares.
+            let len: usize = chunks.iter().map(Bytes::len).sum();
+            camera
+                .stats()
+                .bytes_sent
+                .fetch_add(len as u64, Ordering::Relaxed);
+            stream::iter(chunks)
+        });
     let body = stream::once(std::future::ready(Bytes::from_static(OPENING)))
         .chain(parts)
         // On shutdown the body ends after a complete part, so the HTTP
@@ -128,10 +142,6 @@ pub fn response(
             // The guard lives as long as the body: dropping the response
             // (viewer gone) is what releases the viewer.
             let _ = &guard;
-            camera
-                .stats()
-                .bytes_sent
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             Ok::<_, Infallible>(chunk)
         });
     let mut response = warp::reply::stream(SyncStream::new(body)).into_response();

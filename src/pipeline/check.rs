@@ -58,10 +58,10 @@ pub fn check_plan(
     };
     let errors = match Pipeline::build(plan, scale, output, redactor) {
         Ok(_) => Vec::new(),
-        Err(PipelineError::MissingElement(_)) => missing_elements(&plan.description)
-            .iter()
-            .map(|e| missing_element_hint(e))
-            .collect(),
+        // One problem per missing element, each with its package.
+        Err(PipelineError::MissingElement(missing)) => {
+            missing.iter().map(|e| missing_element_hint(e)).collect()
+        }
         Err(e) => vec![e.to_string()],
     };
     let mut warnings = Vec::new();
@@ -78,18 +78,6 @@ pub fn check_plan(
         }
     }
     PlanCheck { errors, warnings }
-}
-
-/// The elements of a description that are not installed, as GStreamer's
-/// parser reports them.
-fn missing_elements(description: &str) -> Vec<String> {
-    let mut context = gst::ParseContext::new();
-    let _ = gst::parse::launch_full(
-        description,
-        Some(&mut context),
-        gst::ParseFlags::FATAL_ERRORS,
-    );
-    context.missing_elements()
 }
 
 /// Whether GStreamer's registry has an element factory of that name.

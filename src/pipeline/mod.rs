@@ -44,8 +44,10 @@ pub enum PipelineError {
     Init(String),
     #[error("invalid pipeline: {0}")]
     Syntax(String),
-    #[error("{0}")]
-    MissingElement(String),
+    /// The names of the elements that are not installed; shown with the
+    /// Debian package for each.
+    #[error("{}", .0.iter().map(|e| missing_element_hint(e)).collect::<Vec<_>>().join("; "))]
+    MissingElement(Vec<String>),
     #[error(
         "the pipeline has no appsink named \"sink\": a whole-pipeline override must end in \
          `jpegenc ! appsink name=sink` (see pipelines/README.md)"
@@ -405,13 +407,7 @@ fn parse(
                 plan.body
             )))
         } else {
-            PipelineError::MissingElement(
-                missing
-                    .iter()
-                    .map(|m| missing_element_hint(m))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
+            PipelineError::MissingElement(missing)
         }
     })?;
     let pipeline = match parsed.downcast::<gst::Pipeline>() {
