@@ -43,6 +43,22 @@ fn target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target")
 }
 
+/// The tiles, read at a moment when every one shows a picture: while a
+/// tile's next frame is loading into its `<img>` (a new blob URL), Chromium
+/// reports a natural size of 0 for it, though the old picture stays on
+/// screen, so a single read can catch a tile mid-swap.
+async fn painted_tiles(page: &common::browser::Page<'_>) -> HashMap<String, Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tiles = by_id(&page.eval(TILES_JS).await.unwrap());
+        let all = tiles.values().all(|t| t["w"].as_u64() > Some(0));
+        if all || std::time::Instant::now() > deadline {
+            return tiles;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn by_id(tiles: &Value) -> HashMap<String, Value> {
     tiles
         .as_array()
@@ -79,12 +95,12 @@ async fn sixteen_cameras_are_live_in_one_tab() {
     if let Err(e) = page.wait_for(&all_painted, TILES_JS, LOAD_TIMEOUT).await {
         panic!("{e:#}\nchromium log:\n{}", browser.log());
     }
-    let first = by_id(&page.eval(TILES_JS).await.unwrap());
+    let first = painted_tiles(&page).await;
     assert_eq!(first.len(), CAMERAS);
 
     // Let every tile receive a few more frames, then compare.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let second = by_id(&page.eval(TILES_JS).await.unwrap());
+    let second = painted_tiles(&page).await;
     for i in 1..=CAMERAS {
         let id = format!("cam{i:02}");
         let (a, b) = (&first[&id], &second[&id]);
