@@ -5,6 +5,7 @@
 //! image or a compose file configures camstream without a command line.
 
 pub mod check;
+pub mod hash_password;
 pub mod healthcheck;
 pub mod probe;
 
