@@ -320,8 +320,8 @@ impl Credential {
         let Some(header) = authorization else {
             return Ok(query_token.map(|t| Credential::QueryToken(t.to_string())));
         };
-        let header =
-            std::str::from_utf8(header).map_err(|_| AuthError::Malformed("it is not valid UTF-8"))?;
+        let header = std::str::from_utf8(header)
+            .map_err(|_| AuthError::Malformed("it is not valid UTF-8"))?;
         let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header, ""));
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
@@ -413,7 +413,8 @@ impl Authenticator {
                     user.name
                 ));
             }
-            let upgrade = "run `camstream hash-password` and store its output as password_hash instead";
+            let upgrade =
+                "run `camstream hash-password` and store its output as password_hash instead";
             let secret = match (&user.password_hash, &user.password_sha256, &user.password) {
                 (Some(phc), None, None) => Secret::Phc(phc.0.clone()),
                 (None, Some(hash), None) => {
@@ -587,7 +588,9 @@ impl Authenticator {
     }
 
     fn has_phc_users(&self) -> bool {
-        self.users.iter().any(|u| matches!(u.secret, Secret::Phc(_)))
+        self.users
+            .iter()
+            .any(|u| matches!(u.secret, Secret::Phc(_)))
     }
 
     /// The user called `name`, visiting every entry whatever matches.
@@ -802,7 +805,11 @@ mod tests {
             .message()
             .to_string();
         assert!(err.contains("hash-password"), "{err}");
-        for bad in ["nope", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ", "$pbkdf2$i=1$c2FsdA$aGFzaA"] {
+        for bad in [
+            "nope",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ",
+            "$pbkdf2$i=1$c2FsdA$aGFzaA",
+        ] {
             let err = toml::from_str::<AuthConfig>(&format!(
                 "[[users]]\nname = \"a\"\npassword_hash = \"{bad}\""
             ))
@@ -849,7 +856,11 @@ mod tests {
         // An unknown name costs the same argon2 run as a known one.
         let start = std::time::Instant::now();
         assert_eq!(
-            a.check(Some(basic("nobody", "cys password").as_bytes()), None, false),
+            a.check(
+                Some(basic("nobody", "cys password").as_bytes()),
+                None,
+                false
+            ),
             Err(AuthError::Invalid)
         );
         let slow = start.elapsed();

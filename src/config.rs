@@ -263,7 +263,10 @@ impl ServerConfig {
         }
         for (key, value) in [
             ("max_connections", self.max_connections),
-            ("max_connections_per_client", self.max_connections_per_client),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client,
+            ),
         ] {
             if value == 0 {
                 return Err(format!(

@@ -294,11 +294,9 @@ async fn walk(server: &Server, auth: bool) -> (usize, Vec<String>) {
                     let got = ask(server, &mut clients, method, &target, cred).await;
                     let want = match spec {
                         Some(spec) => expect_route(spec.need, auth, cred),
-                        None => expect_unmatched(
-                            auth,
-                            cred,
-                            Expect::Refused(405, "method_not_allowed"),
-                        ),
+                        None => {
+                            expect_unmatched(auth, cred, Expect::Refused(405, "method_not_allowed"))
+                        }
                     };
                     if spec.is_none() && got.status == 405 {
                         let allow: BTreeSet<&str> = got
@@ -322,11 +320,7 @@ async fn walk(server: &Server, auth: bool) -> (usize, Vec<String>) {
                 if let Some(spec) = spec {
                     for (how, target) in spellings(&concrete) {
                         let got = ask(server, &mut clients, method, &target, cred).await;
-                        let want = expect_unmatched(
-                            auth,
-                            cred,
-                            Expect::Refused(400, "bad_path"),
-                        );
+                        let want = expect_unmatched(auth, cred, Expect::Refused(400, "bad_path"));
                         check(
                             format!("{} {target} ({how}) {cred:?}", spec.method),
                             &got,
@@ -485,9 +479,13 @@ async fn wrong_credentials_are_rate_limited_per_address() {
                 .as_deref()
                 .map(|a| vec![("Authorization", a)])
                 .unwrap_or_default();
-            raw::send(addr, from, &raw::request("GET", "/api/cameras", &headers, None))
-                .await
-                .unwrap()
+            raw::send(
+                addr,
+                from,
+                &raw::request("GET", "/api/cameras", &headers, None),
+            )
+            .await
+            .unwrap()
         }
     };
     let wrong = || Some(format!("Bearer {WRONG}"));
@@ -544,7 +542,10 @@ async fn open_grid(
     server: &Server,
     cameras: &str,
     origin: Option<&str>,
-) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, u16> {
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    u16,
+> {
     let url = format!(
         "ws://{}/api/ws?cameras={cameras}&token={VIEW}",
         server.addr()
@@ -577,7 +578,10 @@ async fn viewers(server: &Server, id: &str) -> u64 {
 async fn the_grid_socket_is_a_viewer_and_checks_its_origin() {
     const FRONT: &str = "http://front.example:3000";
     let server = Server::start(
-        &format!("max_viewers = 3\ncors_origins = [\"{FRONT}\"]\n{}", auth_section()),
+        &format!(
+            "max_viewers = 3\ncors_origins = [\"{FRONT}\"]\n{}",
+            auth_section()
+        ),
         &format!(
             "[[cameras]]\nid = \"a\"\nsource = \"{SMALL}\"\nmax_viewers = 1\n\
              [[cameras]]\nid = \"b\"\nsource = \"{SMALL}\"\n\
@@ -590,7 +594,9 @@ async fn the_grid_socket_is_a_viewer_and_checks_its_origin() {
     // Origins: another site's page may not open it; the page's own, a
     // listed origin and non-browsers (no Origin) may.
     assert_eq!(
-        open_grid(&server, "b", Some("http://evil.example")).await.err(),
+        open_grid(&server, "b", Some("http://evil.example"))
+            .await
+            .err(),
         Some(403)
     );
     assert_eq!(open_grid(&server, "b", Some("null")).await.err(), Some(403));
@@ -610,7 +616,8 @@ async fn the_grid_socket_is_a_viewer_and_checks_its_origin() {
 
     // Each camera on the socket is a viewer: "a" allows one.
     let grid = open_grid(&server, "a,b", None).await.expect("socket");
-    wait_until(|| async { viewers(&server, "a").await == 1 && viewers(&server, "b").await == 1 }).await;
+    wait_until(|| async { viewers(&server, "a").await == 1 && viewers(&server, "b").await == 1 })
+        .await;
     assert_eq!(
         open_grid(&server, "a", None).await.err(),
         Some(503),

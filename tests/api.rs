@@ -952,11 +952,7 @@ async fn raw_pipelines_over_the_api_need_api_pipelines() {
     server.app.shutdown().await;
 
     // Opted in: a raw pipeline is accepted (and still admin-only).
-    let server = Server::start(
-        &format!("api_pipelines = true\n{}", auth_section()),
-        "",
-    )
-    .await;
+    let server = Server::start(&format!("api_pipelines = true\n{}", auth_section()), "").await;
     let body = json!({ "id": "p", "pipeline": "videotestsrc ! video/x-raw,width=64,height=48,format=I420" });
     let (status, _, response) = send(post_json(&server, body)).await;
     assert_eq!(status, 201, "{response}");
@@ -991,7 +987,11 @@ async fn api_edits_keep_the_command_line_overrides() {
     };
     common::init();
     let config = Config::read(Some(&path), &overrides).unwrap();
-    assert!(config.cameras[0].settings.is_ok(), "{:?}", config.cameras[0].settings);
+    assert!(
+        config.cameras[0].settings.is_ok(),
+        "{:?}",
+        config.cameras[0].settings
+    );
     let app = App::build(config).await.unwrap();
     let server = Server {
         app,

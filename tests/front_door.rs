@@ -186,11 +186,17 @@ async fn connections_over_the_caps_are_closed_at_once() {
                 // Counted (the retries of this loop may add to "total").
                 let text = String::from_utf8_lossy(&response.body).into_owned();
                 assert!(
-                    metric(&text, "camstream_connections_refused_total{limit=\"per_client\"}") == 1,
+                    metric(
+                        &text,
+                        "camstream_connections_refused_total{limit=\"per_client\"}"
+                    ) == 1,
                     "{text}"
                 );
                 assert!(
-                    metric(&text, "camstream_connections_refused_total{limit=\"total\"}") >= 1,
+                    metric(
+                        &text,
+                        "camstream_connections_refused_total{limit=\"total\"}"
+                    ) >= 1,
                     "{text}"
                 );
                 break;

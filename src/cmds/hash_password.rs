@@ -14,7 +14,8 @@ use anyhow::{Context, bail};
 pub fn run(out: &mut impl Write) -> anyhow::Result<()> {
     let password = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ").context("cannot read the password")?;
-        let again = rpassword::prompt_password("Same again: ").context("cannot read the password")?;
+        let again =
+            rpassword::prompt_password("Same again: ").context("cannot read the password")?;
         if first != again {
             bail!("the two passwords differ: nothing was hashed");
         }

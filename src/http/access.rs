@@ -163,7 +163,13 @@ impl Router {
     /// Adds `method path`, which requires `need`. `handler` is given a
     /// filter that extracts the path's parameters, and returns the filter
     /// that answers; it runs only once the access check has passed.
-    pub fn route<F, H>(mut self, method: Method, path: &'static str, need: Need, handler: F) -> Router
+    pub fn route<F, H>(
+        mut self,
+        method: Method,
+        path: &'static str,
+        need: Need,
+        handler: F,
+    ) -> Router
     where
         F: FnOnce(BoxedFilter<(Params,)>) -> H,
         H: Filter<Extract = (Response,)> + Clone + Send + Sync + 'static,
@@ -255,9 +261,9 @@ impl Router {
             let table = Arc::clone(&table);
             let state = state.clone();
             async move {
-                let answered = table
-                    .iter()
-                    .any(|s| s.method == asked.method && match_template(s.path, &asked.path).is_some());
+                let answered = table.iter().any(|s| {
+                    s.method == asked.method && match_template(s.path, &asked.path).is_some()
+                });
                 if answered {
                     // The route matched and refused or failed itself; its
                     // own rejection says why.
@@ -405,7 +411,10 @@ async fn authenticate(
     let Some(auth) = &security.auth else {
         return Ok(Role::Admin);
     };
-    let authorization = asked.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let authorization = asked
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
     let query_token = asked.query.get("token").filter(|_| query_allowed);
     let credential = Credential::from_request(authorization, query_token.map(String::as_str))
         .map_err(|e| unauthorized(auth, e))?
@@ -477,7 +486,10 @@ impl FailedLogins {
                 octets[8..].fill(0);
                 IpAddr::V6(octets.into())
             }
-            Some(IpAddr::V6(v6)) => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)),
+            Some(IpAddr::V6(v6)) => IpAddr::V4(
+                v6.to_ipv4_mapped()
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            ),
             Some(ip) => ip,
             None => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         }

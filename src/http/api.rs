@@ -35,7 +35,12 @@ pub(super) async fn create(state: &AppState, content_type: Option<&str>, body: &
     Ok(response)
 }
 
-pub(super) async fn update(state: &AppState, id: &str, content_type: Option<&str>, body: &[u8]) -> ApiResult {
+pub(super) async fn update(
+    state: &AppState,
+    id: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> ApiResult {
     let id = CameraId::new(id).map_err(ApiError::BadId)?;
     let camera = parse_camera(content_type, body, Some(&id))?;
     allowed_over_http(state, &camera)?;

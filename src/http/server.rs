@@ -170,7 +170,10 @@ impl Connections {
         let mut log = self.refusal_log.lock().unwrap_or_else(|e| e.into_inner());
         log.1 += 1;
         let now = Instant::now();
-        if log.0.is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL) {
+        if log
+            .0
+            .is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL)
+        {
             return;
         }
         let why = match refusal {

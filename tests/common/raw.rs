@@ -51,8 +51,14 @@ pub async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpSt
 }
 
 /// Builds a request. A body is sent as JSON.
-pub fn request(method: &str, target: &str, headers: &[(&str, &str)], body: Option<&str>) -> Vec<u8> {
-    let mut out = format!("{method} {target} HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n");
+pub fn request(
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Vec<u8> {
+    let mut out =
+        format!("{method} {target} HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n");
     for (name, value) in headers {
         out.push_str(&format!("{name}: {value}\r\n"));
     }
