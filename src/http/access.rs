@@ -176,7 +176,7 @@ impl Router {
         H::Error: Into<Rejection>,
     {
         assert!(
-            non_canonical(&path.replace('{', "x").replace('}', "x")).is_none(),
+            non_canonical(&path.replace(['{', '}'], "x")).is_none(),
             "route template {path} is not canonical"
         );
         assert!(

@@ -239,43 +239,42 @@ pub fn routes(state: AppState) -> (Arc<[RouteSpec]>, BoxedFilter<(warp::reply::R
             .and(warp::header::optional::<String>("content-type"))
             .and(warp::body::bytes())
     };
-    let (table, routes) =
-        Router::new(state.clone())
-            .route(M::GET, "/", Need::ViewWithQueryToken, |_| {
-                s().map(|state: AppState| ui::index(&state))
+    let (table, routes) = Router::new(state.clone())
+        .route(M::GET, "/", Need::ViewWithQueryToken, |_| {
+            s().map(|state: AppState| ui::index(&state))
+        })
+        .route(M::GET, "/healthz", Need::Public, |_| {
+            s().map(|state: AppState| healthz(&state))
+        })
+        .route(M::GET, "/metrics", Need::View, |_| {
+            s().map(|state: AppState| metrics::render(&state))
+        })
+        .route(M::GET, "/api/openapi.json", Need::View, |_| {
+            warp::any().map(|| {
+                let mut response = warp::reply::Response::new(OPENAPI_JSON.into());
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
             })
-            .route(M::GET, "/healthz", Need::Public, |_| {
-                s().map(|state: AppState| healthz(&state))
-            })
-            .route(M::GET, "/metrics", Need::View, |_| {
-                s().map(|state: AppState| metrics::render(&state))
-            })
-            .route(M::GET, "/api/openapi.json", Need::View, |_| {
-                warp::any().map(|| {
-                    let mut response = warp::reply::Response::new(OPENAPI_JSON.into());
-                    response.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    );
-                    response
-                })
-            })
-            .route(M::GET, "/api/cameras", Need::View, |_| {
-                s().map(|state: AppState| respond(list_cameras(&state)))
-            })
-            .route(M::POST, "/api/cameras", Need::Admin, |_| {
-                s().and(body()).then(
-                    |state: AppState, content_type: Option<String>, body: bytes::Bytes| async move {
-                        respond(api::create(&state, content_type.as_deref(), &body).await)
-                    },
-                )
-            })
-            .route(M::GET, "/api/cameras/{id}", Need::View, |p| {
-                p.and(s())
-                    .map(|p: Params, state: AppState| respond(camera_info(&state, p.id())))
-            })
-            .route(M::PUT, "/api/cameras/{id}", Need::Admin, |p| {
-                p.and(s()).and(body()).then(
+        })
+        .route(M::GET, "/api/cameras", Need::View, |_| {
+            s().map(|state: AppState| respond(list_cameras(&state)))
+        })
+        .route(M::POST, "/api/cameras", Need::Admin, |_| {
+            s().and(body()).then(
+                |state: AppState, content_type: Option<String>, body: bytes::Bytes| async move {
+                    respond(api::create(&state, content_type.as_deref(), &body).await)
+                },
+            )
+        })
+        .route(M::GET, "/api/cameras/{id}", Need::View, |p| {
+            p.and(s())
+                .map(|p: Params, state: AppState| respond(camera_info(&state, p.id())))
+        })
+        .route(M::PUT, "/api/cameras/{id}", Need::Admin, |p| {
+            p.and(s()).and(body()).then(
                     |p: Params,
                      state: AppState,
                      content_type: Option<String>,
@@ -283,66 +282,66 @@ pub fn routes(state: AppState) -> (Arc<[RouteSpec]>, BoxedFilter<(warp::reply::R
                         respond(api::update(&state, p.id(), content_type.as_deref(), &body).await)
                     },
                 )
+        })
+        .route(M::DELETE, "/api/cameras/{id}", Need::Admin, |p| {
+            p.and(s()).then(|p: Params, state: AppState| async move {
+                respond(api::delete(&state, p.id()).await)
             })
-            .route(M::DELETE, "/api/cameras/{id}", Need::Admin, |p| {
+        })
+        .route(
+            M::GET,
+            "/api/cameras/{id}/stream.mjpeg",
+            Need::ViewWithQueryToken,
+            |p| {
+                p.and(s()).and(query()).then(
+                    |p: Params, state: AppState, q: HashMap<String, String>| async move {
+                        respond(stream(&state, p.id(), &q).await)
+                    },
+                )
+            },
+        )
+        .route(
+            M::GET,
+            "/api/cameras/{id}/snapshot.jpg",
+            Need::ViewWithQueryToken,
+            |p| {
                 p.and(s()).then(|p: Params, state: AppState| async move {
-                    respond(api::delete(&state, p.id()).await)
+                    respond(snapshot(&state, p.id()).await)
                 })
-            })
-            .route(
-                M::GET,
-                "/api/cameras/{id}/stream.mjpeg",
-                Need::ViewWithQueryToken,
-                |p| {
-                    p.and(s()).and(query()).then(
-                        |p: Params, state: AppState, q: HashMap<String, String>| async move {
-                            respond(stream(&state, p.id(), &q).await)
-                        },
-                    )
-                },
-            )
-            .route(
-                M::GET,
-                "/api/cameras/{id}/snapshot.jpg",
-                Need::ViewWithQueryToken,
-                |p| {
-                    p.and(s()).then(|p: Params, state: AppState| async move {
-                        respond(snapshot(&state, p.id()).await)
-                    })
-                },
-            )
-            // The route of the OpenCV + Django backend this replaces, so an
-            // existing <img src="/api/cv/display?camera_id=1"> works unchanged.
-            .route(M::GET, "/api/cv/display", Need::ViewWithQueryToken, |_| {
-                s().and(query())
-                    .then(|state: AppState, q: HashMap<String, String>| async move {
-                        let result = match q.get("camera_id") {
-                            Some(id) => stream(&state, id, &q).await,
-                            None => Err(ApiError::BadRequest(
-                                "camera_id is required, e.g. /api/cv/display?camera_id=1".into(),
-                            )),
-                        };
-                        respond(result)
-                    })
-            })
-            .route(M::GET, "/api/ws", Need::ViewWithQueryToken, |_| {
-                warp::ws()
-                    .map(Some)
-                    .or(warp::any().map(|| None))
-                    .unify()
-                    .and(s())
-                    .and(query())
-                    .and(warp::header::headers_cloned())
-                    .map(
-                        |socket: Option<warp::ws::Ws>,
-                         state: AppState,
-                         q: HashMap<String, String>,
-                         headers: warp::http::HeaderMap| {
-                            respond(grid_socket(&state, socket, &q, &headers))
-                        },
-                    )
-            })
-            .finish();
+            },
+        )
+        // The route of the OpenCV + Django backend this replaces, so an
+        // existing <img src="/api/cv/display?camera_id=1"> works unchanged.
+        .route(M::GET, "/api/cv/display", Need::ViewWithQueryToken, |_| {
+            s().and(query())
+                .then(|state: AppState, q: HashMap<String, String>| async move {
+                    let result = match q.get("camera_id") {
+                        Some(id) => stream(&state, id, &q).await,
+                        None => Err(ApiError::BadRequest(
+                            "camera_id is required, e.g. /api/cv/display?camera_id=1".into(),
+                        )),
+                    };
+                    respond(result)
+                })
+        })
+        .route(M::GET, "/api/ws", Need::ViewWithQueryToken, |_| {
+            warp::ws()
+                .map(Some)
+                .or(warp::any().map(|| None))
+                .unify()
+                .and(s())
+                .and(query())
+                .and(warp::header::headers_cloned())
+                .map(
+                    |socket: Option<warp::ws::Ws>,
+                     state: AppState,
+                     q: HashMap<String, String>,
+                     headers: warp::http::HeaderMap| {
+                        respond(grid_socket(&state, socket, &q, &headers))
+                    },
+                )
+        })
+        .finish();
 
     let routes = routes
         .recover(handle_rejection)
