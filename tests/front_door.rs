@@ -227,6 +227,23 @@ async fn idle_keep_alive_connections_and_huge_headers_are_closed() {
         .expect("the idle keep-alive connection is closed");
     eprintln!("idle keep-alive connection closed after {took:?} (header_timeout_s = 1)");
 
+    // With a long header timeout, the idle deadline closes it instead.
+    let idle_app = camera_server("header_timeout_s = 60\nidle_connection_timeout_s = 1\n").await;
+    let mut stream = raw::connect_from(VIEWER, idle_app.local_addr()).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        raw::read_response(&mut stream, false).await.unwrap().status,
+        200
+    );
+    let took = closed_within(&mut stream, Duration::from_secs(30))
+        .await
+        .expect("closed by idle_connection_timeout_s, well before header_timeout_s");
+    eprintln!("idle connection closed after {took:?} (idle_connection_timeout_s = 1)");
+    idle_app.shutdown().await;
+
     // A header over the cap: refused, and nothing else is disturbed.
     let big = "x".repeat(camstream::http::server::MAX_HEADER_BYTES + 1024);
     let mut stream = raw::connect_from(VIEWER, addr).await.unwrap();
