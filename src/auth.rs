@@ -865,8 +865,8 @@ mod tests {
         );
         let slow = start.elapsed();
         assert_eq!(a.slow_checks(), 4);
-        // The figures, for the record (debug builds are ~10x slower than
-        // release): `cargo test --release --lib auth -- --nocapture`.
+        // The figures, for the record (argon2 is optimised in every
+        // profile, see Cargo.toml): `cargo test --lib auth -- --nocapture`.
         eprintln!("argon2 check {slow:?}; cached check {cached:?}");
         // A SHA-256 user never runs argon2.
         assert_eq!(
