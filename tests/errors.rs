@@ -109,9 +109,11 @@ fn bad_server_settings_are_fatal() {
         err.contains("max_connections_per_client = 0 would refuse every connection"),
         "{err}"
     );
-    let err = parse("[[server.auth.users]]\nname = \"a\"\npassword_hash = \"hunter2\"\n").unwrap_err();
+    let err =
+        parse("[[server.auth.users]]\nname = \"a\"\npassword_hash = \"hunter2\"\n").unwrap_err();
     assert!(
-        err.contains("password_hash is not a PHC string") && err.contains("camstream hash-password"),
+        err.contains("password_hash is not a PHC string")
+            && err.contains("camstream hash-password"),
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");

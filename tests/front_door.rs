@@ -229,7 +229,9 @@ async fn idle_keep_alive_connections_and_huge_headers_are_closed() {
 
     // With a long header timeout, the idle deadline closes it instead.
     let idle_app = camera_server("header_timeout_s = 60\nidle_connection_timeout_s = 1\n").await;
-    let mut stream = raw::connect_from(VIEWER, idle_app.local_addr()).await.unwrap();
+    let mut stream = raw::connect_from(VIEWER, idle_app.local_addr())
+        .await
+        .unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await

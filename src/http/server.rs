@@ -280,7 +280,10 @@ pub async fn serve(
     }
 }
 
-/// Serves one admitted connection, whatever carries its bytes.
+/// Serves one admitted connection, whatever carries its bytes. A layer
+/// that must talk before HTTP starts (a TLS handshake) has to be bounded
+/// by `options.header_timeout` itself, as the deadlines here start with
+/// this call.
 #[allow(clippy::too_many_arguments)]
 fn serve_connection<IO>(
     builder: &auto::Builder<TokioExecutor>,
