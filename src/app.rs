@@ -13,7 +13,8 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::control::{Control, ReloadSummary};
-use crate::http::server::{ServerOptions, serve};
+use crate::http::access::RouteSpec;
+use crate::http::server::{Connections, ServerOptions, serve};
 use crate::http::{AppState, routes};
 use crate::registry::Cameras;
 
@@ -23,6 +24,7 @@ pub struct App {
     local_addr: SocketAddr,
     cameras: Arc<Cameras>,
     control: Arc<Control>,
+    routes: Arc<[RouteSpec]>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
 }
@@ -45,7 +47,7 @@ impl App {
         // Read before `config` moves into the control; like `listen`, these
         // take effect at start only.
         let max_viewers = config.server.max_viewers;
-        let write_timeout = config.server.write_timeout();
+        let options = ServerOptions::from(&config.server);
         let control = Arc::new(Control::new(
             &config,
             Arc::clone(&cameras),
@@ -55,14 +57,23 @@ impl App {
         // config problems and auth warnings are logged on the way.
         control.apply(config).await;
 
+        let connections = Arc::new(Connections::default());
         let state = AppState {
             cameras: Arc::clone(&cameras),
             shutdown: shutdown.clone(),
             max_viewers,
             control: Arc::clone(&control),
+            gate: Arc::default(),
+            connections: Arc::clone(&connections),
         };
-        let options = ServerOptions { write_timeout };
-        let server = tokio::spawn(serve(listener, routes(state), shutdown.clone(), options));
+        let (routes, filter) = routes(state);
+        let server = tokio::spawn(serve(
+            listener,
+            filter,
+            shutdown.clone(),
+            options,
+            connections,
+        ));
         info!(
             "camstream {} listening on http://{local_addr}/ with {} camera(s)",
             env!("CARGO_PKG_VERSION"),
@@ -72,9 +83,16 @@ impl App {
             local_addr,
             cameras,
             control,
+            routes,
             shutdown,
             server,
         })
+    }
+
+    /// Every route served, with what it needs: the table the router was
+    /// built from.
+    pub fn routes(&self) -> &[RouteSpec] {
+        &self.routes
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -88,7 +106,8 @@ impl App {
     /// Changes, adds and removes cameras to match `config`: unchanged
     /// cameras keep streaming with their viewers attached, changed ones
     /// restart with their viewers kept; auth and CORS changes apply to the
-    /// next request. `listen`, `pipelines_dir`, `write_timeout_s` and `max_viewers` need a restart.
+    /// next request. `listen`, `pipelines_dir` and the connection limits
+    /// and timeouts (`write_timeout_s`, `max_viewers`, ...) need a restart.
     pub async fn reload(&self, config: Config) -> ReloadSummary {
         self.control.apply(config).await
     }

@@ -332,45 +332,7 @@ impl Camera {
     /// Registers a viewer and waits, at most `wait`, until there is a frame
     /// to show. Fails at once if the camera cannot start or is full.
     pub async fn open(self: &Arc<Self>, wait: Duration) -> Result<Viewer, OpenError> {
-        let viewer = self.try_attach()?;
-        let mut frames = viewer.frames.clone();
-        let mut status = self.status.subscribe();
-        let outcome = timeout(wait, async {
-            loop {
-                if frames.borrow_and_update().is_some() {
-                    return Ok(());
-                }
-                {
-                    let st = status.borrow_and_update();
-                    match st.state {
-                        State::Failed | State::Reconnecting => {
-                            return Err(st
-                                .last_error
-                                .clone()
-                                .unwrap_or_else(|| "the camera failed to start".into()));
-                        }
-                        State::Stopped => return Err("the server is shutting down".into()),
-                        State::Idle | State::Starting | State::Streaming => {}
-                    }
-                }
-                tokio::select! {
-                    r = frames.changed() => if r.is_err() { return Err("camera removed".into()) },
-                    r = status.changed() => if r.is_err() { return Err("camera removed".into()) },
-                }
-            }
-        })
-        .await;
-        match outcome {
-            Ok(Ok(())) => Ok(viewer),
-            Ok(Err(reason)) => Err(OpenError::Unavailable {
-                id: self.id.clone(),
-                reason,
-            }),
-            Err(_) => Err(OpenError::Timeout {
-                id: self.id.clone(),
-                wait,
-            }),
-        }
+        self.try_attach()?.ready(wait).await
     }
 
     /// Cancelled when this camera is shut down (removed, or the server
@@ -775,6 +737,50 @@ pub struct Viewer {
 impl Viewer {
     pub fn frames(&mut self) -> &mut FrameReceiver {
         &mut self.frames
+    }
+
+    /// Waits, at most `wait`, until the camera has a frame to show. Fails
+    /// at once if it cannot start; the viewer is released on failure.
+    pub async fn ready(self, wait: Duration) -> Result<Viewer, OpenError> {
+        let camera = Arc::clone(&self.camera);
+        let mut frames = self.frames.clone();
+        let mut status = camera.status.subscribe();
+        let outcome = timeout(wait, async {
+            loop {
+                if frames.borrow_and_update().is_some() {
+                    return Ok(());
+                }
+                {
+                    let st = status.borrow_and_update();
+                    match st.state {
+                        State::Failed | State::Reconnecting => {
+                            return Err(st
+                                .last_error
+                                .clone()
+                                .unwrap_or_else(|| "the camera failed to start".into()));
+                        }
+                        State::Stopped => return Err("the server is shutting down".into()),
+                        State::Idle | State::Starting | State::Streaming => {}
+                    }
+                }
+                tokio::select! {
+                    r = frames.changed() => if r.is_err() { return Err("camera removed".into()) },
+                    r = status.changed() => if r.is_err() { return Err("camera removed".into()) },
+                }
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => Ok(self),
+            Ok(Err(reason)) => Err(OpenError::Unavailable {
+                id: camera.id.clone(),
+                reason,
+            }),
+            Err(_) => Err(OpenError::Timeout {
+                id: camera.id.clone(),
+                wait,
+            }),
+        }
     }
 
     pub fn camera(&self) -> &Arc<Camera> {

@@ -50,6 +50,21 @@ pub const DEFAULT_MAX_VIEWERS_PER_CAMERA: usize = 1000;
 /// Viewers of all cameras together; each holds a socket and a file
 /// descriptor (camstream raises its descriptor limit to the hard limit).
 pub const DEFAULT_MAX_VIEWERS: usize = 4000;
+/// From accept to a complete request head: a browser on a LAN needs
+/// milliseconds; a phone on a bad link a few seconds.
+pub const DEFAULT_HEADER_TIMEOUT_S: f64 = 10.0;
+/// A connection with no byte moving either way for this long is closed.
+/// Longer than anything camstream itself waits for (a camera's first
+/// frame, 10 s; a stream's placeholder, 1 s).
+pub const DEFAULT_IDLE_CONNECTION_TIMEOUT_S: f64 = 60.0;
+/// Open connections in total: every viewer the server admits, plus room
+/// for the page, API calls and connections not yet past the header
+/// timeout.
+pub const DEFAULT_MAX_CONNECTIONS: usize = DEFAULT_MAX_VIEWERS + 1000;
+/// Open connections from one address. Behind a reverse proxy or a relay
+/// every viewer comes from the proxy's address, so this must fit a proxy
+/// with several hundred viewers; on a LAN without one, lower it.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 1000;
 
 /// A fatal configuration error: camstream cannot start with this file.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +109,12 @@ impl CameraId {
         {
             return Err(format!(
                 "camera id {id:?} contains {bad:?}: use only letters, digits, '_', '-' and '.'"
+            ));
+        }
+        if id == "." || id == ".." {
+            // Browsers and proxies resolve such URL segments away.
+            return Err(format!(
+                "camera id {id:?} cannot sit in a URL path: use letters or digits too"
             ));
         }
         Ok(CameraId(id))
@@ -169,6 +190,40 @@ pub struct ServerConfig {
     /// browser (CORS). Empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cors_origins: Vec<CorsOrigin>,
+    /// Seconds from accept to a complete request head.
+    #[serde(default = "default_header_timeout_s")]
+    pub header_timeout_s: f64,
+    /// Seconds a connection may carry nothing before it is closed.
+    #[serde(default = "default_idle_connection_timeout_s")]
+    pub idle_connection_timeout_s: f64,
+    /// Open connections in total; more are closed at accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections from one client address; more are closed at
+    /// accept.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    /// Whether the API may set a camera's raw `pipeline` (or a gst-launch
+    /// `source`): those can name any GStreamer element, `filesink`
+    /// included, so they are as good as a shell account.
+    #[serde(default)]
+    pub api_pipelines: bool,
+}
+
+fn default_header_timeout_s() -> f64 {
+    DEFAULT_HEADER_TIMEOUT_S
+}
+
+fn default_idle_connection_timeout_s() -> f64 {
+    DEFAULT_IDLE_CONNECTION_TIMEOUT_S
+}
+
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+fn default_max_connections_per_client() -> usize {
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT
 }
 
 fn default_write_timeout_s() -> f64 {
@@ -190,6 +245,34 @@ impl ServerConfig {
         }
         if self.max_viewers == 0 {
             return Err("[server] max_viewers = 0 would refuse every viewer: use 1 or more".into());
+        }
+        for (key, value, range) in [
+            ("header_timeout_s", self.header_timeout_s, (0.1, 600.0)),
+            (
+                "idle_connection_timeout_s",
+                self.idle_connection_timeout_s,
+                (1.0, 86_400.0),
+            ),
+        ] {
+            if !(value.is_finite() && (range.0..=range.1).contains(&value)) {
+                return Err(format!(
+                    "[server] {key} = {value} is out of range: use {} to {} seconds",
+                    range.0, range.1
+                ));
+            }
+        }
+        for (key, value) in [
+            ("max_connections", self.max_connections),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client,
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!(
+                    "[server] {key} = 0 would refuse every connection: use 1 or more"
+                ));
+            }
         }
         Ok(())
     }
@@ -258,6 +341,11 @@ impl Default for ServerConfig {
             max_viewers: DEFAULT_MAX_VIEWERS,
             auth: None,
             cors_origins: Vec::new(),
+            header_timeout_s: DEFAULT_HEADER_TIMEOUT_S,
+            idle_connection_timeout_s: DEFAULT_IDLE_CONNECTION_TIMEOUT_S,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            api_pipelines: false,
         }
     }
 }
@@ -613,6 +701,9 @@ pub struct Config {
     /// Entries that cannot even be listed (no id, duplicate id), as
     /// `file:line: message`.
     pub problems: Vec<String>,
+    /// The command-line and environment settings it was read with: every
+    /// later read of the file (SIGHUP, an API edit) applies the same ones.
+    pub overrides: Overrides,
 }
 
 /// Settings given outside the file, on the command line or in the
@@ -657,7 +748,21 @@ impl Config {
                 settings: Ok(demo),
             }],
             problems: Vec::new(),
+            overrides: Overrides::default(),
         }
+    }
+
+    /// The one loader: what start-up and SIGHUP read. `file` with the
+    /// overrides applied, or, without a file, the defaults with them; and
+    /// the demo camera when no camera is configured. An API edit reads the
+    /// file with [`Config::parse_with`] and the same overrides (kept in
+    /// [`Config::overrides`]).
+    pub fn read(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let config = match file {
+            Some(path) => Config::load_with(path, overrides)?,
+            None => Config::parse_with("", None, overrides)?,
+        };
+        Ok(config.with_demo_if_empty())
     }
 
     /// Reads and validates a config file.
@@ -742,6 +847,7 @@ impl Config {
             defaults: raw.defaults,
             cameras: Vec::new(),
             problems: Vec::new(),
+            overrides: overrides.clone(),
         };
         let mut seen = HashSet::new();
         for (index, spanned) in raw.cameras.into_iter().enumerate() {
@@ -1000,6 +1106,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("password_sha256"), "{err}");
+    }
+
+    #[test]
+    fn ids_are_url_segments() {
+        assert!(CameraId::new("a.b-c_1").is_ok());
+        for bad in [".", "..", "a/b", "a%20", ""] {
+            assert!(CameraId::new(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::camera::{Camera, Configured};
-use crate::config::{CameraConfig, CameraId, Config};
+use crate::config::{CameraConfig, CameraId, Config, Overrides};
 use crate::config_edit::{self, EditError};
 use crate::http::access::Security;
 use crate::redact::redact_text;
@@ -66,6 +66,9 @@ pub struct Control {
     /// Parent of every camera's cancellation token.
     shutdown: CancellationToken,
     path: Option<PathBuf>,
+    /// The command-line and environment settings the server started with:
+    /// the file is always read with them.
+    overrides: Overrides,
     /// One change at a time: a reload or an API edit reads the file,
     /// changes it and applies it as one step.
     lock: tokio::sync::Mutex<()>,
@@ -83,6 +86,7 @@ impl Control {
             cameras,
             shutdown,
             path: config.path.clone(),
+            overrides: config.overrides.clone(),
             lock: tokio::sync::Mutex::new(()),
             security: RwLock::new(Arc::new(security)),
             applied_auth: std::sync::Mutex::new(None),
@@ -237,7 +241,7 @@ impl Control {
         let text = tokio::fs::read_to_string(&path)
             .await
             .map_err(|e| ManageError::FileInvalid(format!("{}: {e}", path.display())))?;
-        let config = Config::parse(&text, Some(&path))
+        let config = Config::parse_with(&text, Some(&path), &self.overrides)
             .map_err(|e| ManageError::FileInvalid(e.to_string()))?;
         Ok((path, text, config))
     }
@@ -245,7 +249,7 @@ impl Control {
     async fn save_and_apply(&self, path: &Path, text: String) -> Result<(), ManageError> {
         // Parse what is about to be written: an edit must never save a file
         // camstream itself could not start from.
-        let config = Config::parse(&text, Some(path))
+        let config = Config::parse_with(&text, Some(path), &self.overrides)
             .map_err(|e| ManageError::FileInvalid(e.to_string()))?;
         let write_path = path.to_path_buf();
         tokio::task::spawn_blocking(move || config_edit::write_atomically(&write_path, &text))

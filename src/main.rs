@@ -25,6 +25,7 @@ Examples:
                                       print an RTSP camera's codec, resolution and frame rate
   camstream probe 0 --pipeline-file v4l2-mjpeg.pipeline
                                       the same for /dev/video0 through the MJPEG template
+  camstream hash-password             prompt for a password, print its password_hash line
   CAMSTREAM_LISTEN=127.0.0.1:9000 camstream
                                       every option has an environment variable, for containers";
 
@@ -57,6 +58,10 @@ enum Command {
     /// Exit 0 when the camstream the config describes answers GET /healthz
     /// (the container's HEALTHCHECK)
     Healthcheck(HealthcheckArgs),
+    /// Read a password (prompted without echo, or one line of standard
+    /// input) and print the argon2 hash to store as password_hash in
+    /// [[server.auth.users]]
+    HashPassword,
 }
 
 fn main() -> ExitCode {
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cmds::check::run(&args, &mut out),
         Command::Probe(args) => cmds::probe::run(&args, &mut out).map(|()| true),
         Command::Healthcheck(args) => cmds::healthcheck::run(&args, &mut out).map(|()| true),
+        Command::HashPassword => cmds::hash_password::run(&mut out).map(|()| true),
     };
     let _ = out.flush();
     match result {

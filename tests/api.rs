@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use camstream::http::access::ROUTES;
 use camstream::{App, Config};
 use common::app::{self, base, client};
 use common::mjpeg::{MjpegStream, decode_jpeg};
@@ -322,10 +321,17 @@ async fn bad_requests_get_the_config_file_errors_and_change_nothing() {
             413,
             "payload_too_large",
         ),
+        // Percent-encoding never reaches a handler (tests/access.rs walks
+        // every spelling); a bad id in a body does.
         (
             as_admin(Method::DELETE, server.url("/api/cameras/bad%20id")),
             400,
-            "bad_camera_id",
+            "bad_path",
+        ),
+        (
+            post_json(&server, json!({ "id": "bad id", "source": SMALL })),
+            422,
+            "invalid_camera",
         ),
         (
             as_admin(Method::PATCH, server.url("/api/cameras/a")),
@@ -643,13 +649,15 @@ async fn openapi_describes_exactly_the_routes_served() {
                 .map(move |m| (m.to_uppercase(), path.clone()))
         })
         .collect();
-    let routed: BTreeSet<(String, String)> = ROUTES
+    let routed: BTreeSet<(String, String)> = server
+        .app
+        .routes()
         .iter()
         .map(|r| (r.method.to_string(), r.path.to_string()))
         .collect();
     assert_eq!(
         documented, routed,
-        "docs/openapi.json and access::ROUTES differ"
+        "docs/openapi.json and the routes served differ"
     );
 
     // Every route is served: none answers with the "no such endpoint" 404
@@ -897,4 +905,119 @@ async fn the_grid_socket_never_queues_more_than_its_window() {
         }
     }
     app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_pipelines_over_the_api_need_api_pipelines() {
+    let repo_pipelines = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let server_extra = format!(
+        "pipelines_dir = \"{}\"\n{}",
+        repo_pipelines.display(),
+        auth_section()
+    );
+    let server = Server::start(
+        &server_extra,
+        &format!("[[cameras]]\nid = \"a\"\nsource = \"{SMALL}\"\n"),
+    )
+    .await;
+    let before = server.file();
+    let raw = "videotestsrc num-buffers=5 ! jpegenc ! tee name=t ! queue ! appsink name=sink t. ! queue ! filesink location=/tmp/camstream-api-pipeline";
+    for body in [
+        json!({ "id": "p", "pipeline": raw }),
+        json!({ "id": "p", "source": "videotestsrc ! video/x-raw,width=64,height=48" }),
+    ] {
+        let (status, _, response) = send(post_json(&server, body.clone())).await;
+        assert_eq!(
+            (status, response["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "{body}: {response}"
+        );
+        let message = response["error"]["message"].as_str().unwrap();
+        assert!(message.contains("api_pipelines"), "{message}");
+        let mut put = body.clone();
+        put["id"] = json!("a");
+        let (status, _, response) = send(put_json(&server, "a", put)).await;
+        assert_eq!(status, 403, "{body}: {response}");
+    }
+    assert_eq!(server.file(), before, "a refused pipeline is never saved");
+    assert!(!Path::new("/tmp/camstream-api-pipeline").exists());
+    // Sources and templates from the pipelines directory stay allowed.
+    for body in [
+        json!({ "id": "s", "source": SMALL }),
+        json!({ "id": "t", "source": SMALL, "pipeline_file": "test.pipeline" }),
+    ] {
+        let (status, _, response) = send(post_json(&server, body.clone())).await;
+        assert_eq!(status, 201, "{body}: {response}");
+    }
+    server.app.shutdown().await;
+
+    // Opted in: a raw pipeline is accepted (and still admin-only).
+    let server = Server::start(&format!("api_pipelines = true\n{}", auth_section()), "").await;
+    let body = json!({ "id": "p", "pipeline": "videotestsrc ! video/x-raw,width=64,height=48,format=I420" });
+    let (status, _, response) = send(post_json(&server, body)).await;
+    assert_eq!(status, 201, "{response}");
+    server.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_edits_keep_the_command_line_overrides() {
+    // The container's case: the file names no usable pipelines directory,
+    // --pipelines-dir (CAMSTREAM_PIPELINES_DIR) does.
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/test.pipeline"),
+        templates.join("mine.pipeline"),
+    )
+    .unwrap();
+    let path = dir.path().join("camstream.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\npipelines_dir = \"not-here\"\n{}\n\
+             [[cameras]]\nid = \"t\"\nsource = \"{SMALL}\"\npipeline_file = \"mine.pipeline\"\n",
+            auth_section()
+        ),
+    )
+    .unwrap();
+    let overrides = camstream::config::Overrides {
+        listen: None,
+        pipelines_dir: Some(templates.clone()),
+    };
+    common::init();
+    let config = Config::read(Some(&path), &overrides).unwrap();
+    assert!(
+        config.cameras[0].settings.is_ok(),
+        "{:?}",
+        config.cameras[0].settings
+    );
+    let app = App::build(config).await.unwrap();
+    let server = Server {
+        app,
+        path,
+        _dir: dir,
+    };
+    let mut t = stream(&server, "t").await;
+    frame_size(&mut t).await;
+    let starts = info(&server, "t").await["starts"].clone();
+
+    // An unrelated edit re-reads the file: with the same overrides, "t"
+    // is unchanged and keeps streaming.
+    let (status, _, body) = send(post_json(&server, json!({ "id": "b", "source": SMALL }))).await;
+    assert_eq!(status, 201, "{body}");
+    let t_info = info(&server, "t").await;
+    assert_ne!(t_info["state"], "failed", "{t_info}");
+    assert_eq!(t_info["starts"], starts, "t was not restarted: {t_info}");
+    frame_size(&mut t).await;
+    // A new camera's pipeline_file is looked up in the same directory.
+    let (status, _, body) = send(post_json(
+        &server,
+        json!({ "id": "c", "source": SMALL, "pipeline_file": "mine.pipeline" }),
+    ))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let mut c = stream(&server, "c").await;
+    frame_size(&mut c).await;
+    server.app.shutdown().await;
 }

@@ -309,12 +309,19 @@ impl Server {
     /// Spawns `cmd`, a camstream serving on 127.0.0.1:`port`, and waits
     /// until GET /healthz answers 200. Returns the server and its base URL.
     async fn start(cmd: &mut Command, port: u16) -> (Server, String) {
-        let server = Server(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        Server::start_as_set(cmd, port).await
+    }
+
+    /// [`Server::start`] with its log lines (stdout and stderr) in `log`.
+    async fn start_logging(cmd: &mut Command, port: u16, log: &Path) -> (Server, String) {
+        let file = std::fs::File::create(log).unwrap();
+        cmd.stdout(file.try_clone().unwrap()).stderr(file);
+        Server::start_as_set(cmd, port).await
+    }
+
+    async fn start_as_set(cmd: &mut Command, port: u16) -> (Server, String) {
+        let server = Server(cmd.spawn().unwrap());
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -465,4 +472,78 @@ fn help_shows_examples_and_version_matches_the_crate() {
         run(camstream(&dir).arg("--version")).stdout,
         format!("camstream {}\n", env!("CARGO_PKG_VERSION"))
     );
+}
+
+#[tokio::test]
+async fn hash_password_output_logs_a_user_in_and_old_hashes_are_warned_about() {
+    use std::io::Write as _;
+    let dir = scratch("hash-password");
+    // The password on standard input, as `printf '%s\n' "$PW" |` sends it.
+    let mut child = camstream(&dir)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let hash = stdout.trim();
+    assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
+    assert!(!stdout.contains("correct horse"));
+    // An empty password is refused.
+    let Ran { code, stderr, .. } = run(camstream(&dir).arg("hash-password").stdin(Stdio::null()));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("empty"), "{stderr}");
+
+    // The printed line, pasted into a config, logs the user in; a
+    // SHA-256 user still works, with a warning that says how to upgrade.
+    let port = free_port();
+    std::fs::write(
+        dir.join("cams.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[server.auth.users]]\nname = \"ann\"\npassword_hash = \"{hash}\"\n\
+             [[server.auth.users]]\nname = \"bob\"\npassword_sha256 = \"{}\"\nrole = \"viewer\"\n",
+            // printf %s 'open sesame' | sha256sum
+            "41ef4bb0b23661e66301aac36066912dac037827b4ae63a7b1165a5aa93ed4eb"
+        ),
+    )
+    .unwrap();
+    let mut cmd = camstream(&dir);
+    cmd.args(["--config", "cams.toml"]);
+    let log_path = dir.join("server.log");
+    let (mut server, base) = Server::start_logging(&mut cmd, port, &log_path).await;
+    let client = common::app::client();
+    let status = |user: &'static str, password: &'static str| {
+        let request = client
+            .get(format!("{base}/api/cameras"))
+            .basic_auth(user, Some(password));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("ann", "correct horse").await, 200);
+    assert_eq!(status("ann", "correct horse").await, 200, "cached");
+    assert_eq!(status("ann", "wrong horse").await, 401);
+    assert_eq!(status("bob", "open sesame").await, 200);
+    assert_eq!(status("bob", "wrong").await, 401);
+    let terminated = server.terminate(Duration::from_secs(10));
+    assert!(terminated.success(), "{terminated}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("user \"bob\" has an unsalted password_sha256")
+            && log.contains("camstream hash-password"),
+        "{log}"
+    );
+    assert!(!log.contains("open sesame") && !log.contains(hash), "{log}");
 }

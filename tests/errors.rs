@@ -99,6 +99,24 @@ fn bad_server_settings_are_fatal() {
     assert!(err.contains("write_timeout_s = 0 is out of range"), "{err}");
     let err = parse("[server]\nmax_viewers = 0\n").unwrap_err();
     assert!(err.contains("max_viewers = 0"), "{err}");
+    let err = parse("[server]\nheader_timeout_s = 0\n").unwrap_err();
+    assert!(
+        err.contains("header_timeout_s = 0 is out of range: use 0.1 to 600 seconds"),
+        "{err}"
+    );
+    let err = parse("[server]\nmax_connections_per_client = 0\n").unwrap_err();
+    assert!(
+        err.contains("max_connections_per_client = 0 would refuse every connection"),
+        "{err}"
+    );
+    let err =
+        parse("[[server.auth.users]]\nname = \"a\"\npassword_hash = \"hunter2\"\n").unwrap_err();
+    assert!(
+        err.contains("password_hash is not a PHC string")
+            && err.contains("camstream hash-password"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! image or a compose file configures camstream without a command line.
 
 pub mod check;
+pub mod hash_password;
 pub mod healthcheck;
 pub mod probe;
 
@@ -69,22 +70,12 @@ impl ServeArgs {
     /// applied, or the built-in demo camera when there is no file or it
     /// configures no camera.
     pub fn load(&self) -> anyhow::Result<Config> {
-        let overrides = self.overrides();
-        let config = match self.config.file() {
-            Some(path) => {
-                tracing::info!("reading {}", path.display());
-                Config::load_with(&path, &overrides)?
-            }
-            None => {
-                tracing::info!("no {DEFAULT_CONFIG_FILE}: serving the built-in demo camera");
-                let mut demo = Config::demo();
-                if let Some(listen) = overrides.listen {
-                    demo.server.listen = listen;
-                }
-                demo
-            }
-        };
-        Ok(config.with_demo_if_empty())
+        let file = self.config.file();
+        match &file {
+            Some(path) => tracing::info!("reading {}", path.display()),
+            None => tracing::info!("no {DEFAULT_CONFIG_FILE}: serving the built-in demo camera"),
+        }
+        Ok(Config::read(file.as_deref(), &self.overrides())?)
     }
 }
 

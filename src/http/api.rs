@@ -10,11 +10,10 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use warp::filters::BoxedFilter;
+use warp::Reply;
 use warp::http::{HeaderValue, StatusCode, header};
-use warp::{Filter, Reply};
 
-use super::{ApiError, ApiResult, AppState, json, respond};
+use super::{ApiError, ApiResult, AppState, json};
 use crate::config::{CameraConfig, CameraId};
 use crate::control::ManageError;
 use crate::redact::Redactor;
@@ -24,41 +23,9 @@ use crate::source::Source;
 /// kilobytes; anything near this is not a camera.
 pub const MAX_BODY: u64 = 64 * 1024;
 
-/// The POST, PUT and DELETE routes. Each matches its path before its
-/// method, so a GET of an unknown path is a 404, not a 405.
-pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
-    let with_state = warp::any().map(move || state.clone());
-    let body = warp::body::content_length_limit(MAX_BODY)
-        .and(warp::header::optional::<String>("content-type"))
-        .and(warp::body::bytes());
-
-    let create = warp::path!("api" / "cameras")
-        .and(warp::post())
-        .and(with_state.clone())
-        .and(body)
-        .then(
-            |state: AppState, content_type: Option<String>, body: bytes::Bytes| async move {
-                respond(create(&state, content_type.as_deref(), &body).await)
-            },
-        );
-    let update = warp::path!("api" / "cameras" / String)
-        .and(warp::put())
-        .and(with_state.clone())
-        .and(body)
-        .then(
-            |id: String, state: AppState, content_type: Option<String>, body: bytes::Bytes| async move {
-                respond(update(&state, &id, content_type.as_deref(), &body).await)
-            },
-        );
-    let delete = warp::path!("api" / "cameras" / String)
-        .and(warp::delete())
-        .and(with_state)
-        .then(|id: String, state: AppState| async move { respond(delete(&state, &id).await) });
-    create.or(update).unify().or(delete).unify().boxed()
-}
-
-async fn create(state: &AppState, content_type: Option<&str>, body: &[u8]) -> ApiResult {
+pub(super) async fn create(state: &AppState, content_type: Option<&str>, body: &[u8]) -> ApiResult {
     let camera = parse_camera(content_type, body, None)?;
+    allowed_over_http(state, &camera)?;
     let camera = state.control.create(camera).await?;
     let mut response = json(&camera.info());
     *response.status_mut() = StatusCode::CREATED;
@@ -68,19 +35,48 @@ async fn create(state: &AppState, content_type: Option<&str>, body: &[u8]) -> Ap
     Ok(response)
 }
 
-async fn update(state: &AppState, id: &str, content_type: Option<&str>, body: &[u8]) -> ApiResult {
+pub(super) async fn update(
+    state: &AppState,
+    id: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> ApiResult {
     let id = CameraId::new(id).map_err(ApiError::BadId)?;
     let camera = parse_camera(content_type, body, Some(&id))?;
+    allowed_over_http(state, &camera)?;
     let camera = state.control.update(camera).await?;
     Ok(json(&camera.info()))
 }
 
-async fn delete(state: &AppState, id: &str) -> ApiResult {
+pub(super) async fn delete(state: &AppState, id: &str) -> ApiResult {
     let id = CameraId::new(id).map_err(ApiError::BadId)?;
     state.control.delete(&id).await?;
     let mut response = warp::reply::Response::new(Default::default());
     *response.status_mut() = StatusCode::NO_CONTENT;
     Ok(response.into_response())
+}
+
+/// Raw gst-launch text (a `pipeline`, or a `source` with `!`) can name any
+/// element, `filesink` and `souphttpsrc` included: over HTTP it is a
+/// shell account, so it needs `[server] api_pipelines = true`. Sources and
+/// `pipeline_file` templates (which come from the pipelines directory, not
+/// the request) are always allowed.
+fn allowed_over_http(state: &AppState, camera: &CameraConfig) -> Result<(), ApiError> {
+    if state.control.security().api_pipelines {
+        return Ok(());
+    }
+    let launch_source = camera
+        .source
+        .as_ref()
+        .and_then(|s| s.parse().ok())
+        .is_some_and(|s| matches!(s, Source::Launch { .. }));
+    if camera.pipeline.is_some() || launch_source {
+        return Err(ApiError::Forbidden(
+            "raw GStreamer pipelines (pipeline, or a source with !) cannot be set through the API:              a pipeline can name any element (filesink writes files). Use source or pipeline_file,              edit the config file, or set [server] api_pipelines = true (docs/security.md)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The body as a camera. `path_id` (PUT) fills in a missing `id` and must

@@ -9,7 +9,7 @@
 //! only a preflight from an unlisted origin is refused, with a message
 //! saying what to configure.
 
-use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
 use crate::config::CorsOrigin;
@@ -18,7 +18,6 @@ use crate::config::CorsOrigin;
 /// 2 hours and Firefox at 24; 10 minutes lets a changed `cors_origins` take
 /// effect soon after a reload.
 const PREFLIGHT_MAX_AGE_S: u32 = 600;
-const ALLOW_METHODS: &str = "GET, POST, PUT, DELETE, OPTIONS";
 /// The request headers a front end needs: credentials and a JSON body.
 const ALLOW_HEADERS: &str = "authorization, content-type";
 /// Response headers scripts may read: where a new camera is, when to retry.
@@ -86,20 +85,20 @@ impl Cors {
         );
     }
 
-    /// The answer to an `OPTIONS` request: a preflight from a listed origin
-    /// gets 204 with what it may do; anything else is refused with the
-    /// reason.
+    /// The answer to an `OPTIONS` request for a path whose methods are
+    /// `allow` (`GET, PUT, OPTIONS`): a preflight from a listed origin gets
+    /// 204 with what it may do; anything else is refused with the reason.
     pub fn preflight(
         &self,
         origin: Option<&str>,
         request_method: Option<&str>,
+        allow: &str,
     ) -> Result<Response, String> {
+        let allow_value = HeaderValue::from_str(allow).map_err(|e| e.to_string())?;
         let Some(origin) = origin else {
             let mut response = Response::new(Default::default());
             *response.status_mut() = StatusCode::NO_CONTENT;
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(ALLOW_METHODS));
+            response.headers_mut().insert(header::ALLOW, allow_value);
             return Ok(response);
         };
         if !self.allows(origin) {
@@ -114,23 +113,17 @@ impl Cors {
             });
         }
         if let Some(method) = request_method
-            && !matches!(
-                method.parse::<Method>(),
-                Ok(Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::OPTIONS)
-            )
+            && !allow.split(", ").any(|m| m == method)
         {
             return Err(format!(
-                "method {method} is not allowed: use one of {ALLOW_METHODS}"
+                "method {method} is not allowed on this path: use one of {allow}"
             ));
         }
         let mut response = Response::new(Default::default());
         *response.status_mut() = StatusCode::NO_CONTENT;
         let headers = response.headers_mut();
         self.decorate(Some(origin), headers);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static(ALLOW_METHODS),
-        );
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, allow_value);
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static(ALLOW_HEADERS),
@@ -152,6 +145,8 @@ impl Cors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ALLOW: &str = "GET, PUT, DELETE, OPTIONS";
 
     fn cors(list: &[&str]) -> Cors {
         Cors::new(
@@ -177,15 +172,15 @@ mod tests {
             "https://app.example.com"
         );
         assert!(
-            c.preflight(Some("https://evil.example.com"), Some("GET"))
+            c.preflight(Some("https://evil.example.com"), Some("GET"), ALLOW)
                 .is_err()
         );
         assert!(
-            c.preflight(Some("https://app.example.com"), Some("PATCH"))
+            c.preflight(Some("https://app.example.com"), Some("PATCH"), ALLOW)
                 .is_err()
         );
         let ok = c
-            .preflight(Some("https://app.example.com"), Some("PUT"))
+            .preflight(Some("https://app.example.com"), Some("PUT"), ALLOW)
             .unwrap();
         assert_eq!(ok.status(), StatusCode::NO_CONTENT);
     }

@@ -95,6 +95,51 @@ pub fn render(state: &AppState) -> warp::reply::Response {
     e.family("camstream_cameras", "gauge", "Cameras configured.");
     e.sample("camstream_cameras", &[], cameras.len());
 
+    // The front door (server.rs) and the access check (access.rs).
+    let connections = &state.connections;
+    e.family(
+        "camstream_connections_open",
+        "gauge",
+        "HTTP connections open now.",
+    );
+    e.sample("camstream_connections_open", &[], connections.open());
+    e.family(
+        "camstream_connections_refused_total",
+        "counter",
+        "Connections closed at accept: over [server] max_connections (limit=\"total\") or max_connections_per_client (limit=\"per_client\").",
+    );
+    let (total, per_client) = connections.refused();
+    e.sample(
+        "camstream_connections_refused_total",
+        &[("limit", "total")],
+        total,
+    );
+    e.sample(
+        "camstream_connections_refused_total",
+        &[("limit", "per_client")],
+        per_client,
+    );
+    e.family(
+        "camstream_connections_timed_out_total",
+        "counter",
+        "Connections closed for sending no request head in time, or carrying nothing for the idle timeout.",
+    );
+    e.sample(
+        "camstream_connections_timed_out_total",
+        &[],
+        connections.timed_out(),
+    );
+    e.family(
+        "camstream_failed_login_refusals_total",
+        "counter",
+        "Requests refused with 429 because their address sent too many wrong credentials.",
+    );
+    e.sample(
+        "camstream_failed_login_refusals_total",
+        &[],
+        state.gate.logins.refused(),
+    );
+
     // One pass per family, as the format wants every sample of a family
     // together.
     type Counter = fn(&crate::camera::Camera) -> u64;

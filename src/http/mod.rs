@@ -18,10 +18,12 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use warp::filters::BoxedFilter;
-use warp::http::{HeaderValue, StatusCode, header};
+use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::{Filter, Rejection, Reply};
 
-use crate::camera::{Camera, OpenError};
+use access::{Need, Params, Refused, RouteSpec, Router};
+
+use crate::camera::{Camera, OpenError, Viewer};
 use crate::config::CameraId;
 use crate::control::{Control, ManageError};
 use crate::frames::FrameKind;
@@ -48,6 +50,10 @@ pub struct AppState {
     pub max_viewers: usize,
     /// Changes to the cameras, and the current auth and CORS settings.
     pub control: Arc<Control>,
+    /// What the access check keeps across requests (failed logins).
+    pub gate: Arc<access::Gate>,
+    /// Open connections and what the front door refused (for /metrics).
+    pub connections: Arc<server::Connections>,
 }
 
 /// An API failure. Every error response is JSON:
@@ -64,8 +70,18 @@ pub enum ApiError {
     Open(#[from] OpenError),
     #[error("no such endpoint: {0}")]
     NotFound(String),
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    #[error("method not allowed here: this path answers {allow}")]
+    MethodNotAllowed {
+        /// The path's methods, for the `Allow` header.
+        allow: String,
+    },
+    #[error("not a canonical path: {0}")]
+    BadPath(String),
+    #[error(
+        "too many wrong credentials from this address: try again in {}s",
+        retry_after.as_secs().max(1)
+    )]
+    TooManyFailedLogins { retry_after: Duration },
     #[error(
         "the server already has its maximum of {0} viewers ([server] max_viewers): try again later"
     )]
@@ -92,9 +108,12 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::UnknownCamera(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::BadId(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadId(_) | ApiError::BadRequest(_) | ApiError::BadPath(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::TooManyFailedLogins { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Open(_) | ApiError::ServerFull(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -123,7 +142,9 @@ impl ApiError {
                 "too_many_viewers"
             }
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::BadPath(_) => "bad_path",
+            ApiError::TooManyFailedLogins { .. } => "too_many_failed_logins",
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -168,6 +189,20 @@ impl Reply for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
         }
+        match &self {
+            ApiError::TooManyFailedLogins { retry_after } => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after.as_secs().max(1)),
+                );
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    response.headers_mut().insert(header::ALLOW, value);
+                }
+            }
+            _ => {}
+        }
         if let ApiError::Unauthorized { challenges, .. } = &self {
             for challenge in challenges {
                 if let Ok(value) = HeaderValue::from_str(challenge) {
@@ -189,160 +224,132 @@ fn respond(result: ApiResult) -> warp::reply::Response {
     result.unwrap_or_else(Reply::into_response)
 }
 
-/// All routes.
-pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
+/// Every route camstream serves, each with what it needs (see access.rs),
+/// and the table of them. docs/openapi.json describes exactly this table
+/// (tests/api.rs and tests/access.rs check both ways).
+pub fn routes(state: AppState) -> (Arc<[RouteSpec]>, BoxedFilter<(warp::reply::Response,)>) {
+    use Method as M;
     let with_state = {
         let state = state.clone();
         warp::any().map(move || state.clone())
     };
-    let query = warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify()
-        .map(|q: String| parse_query(&q));
-
-    let index = warp::path::end()
-        .and(with_state.clone())
-        .map(|state: AppState| ui::index(&state));
-    let healthz = warp::get()
-        .and(warp::path!("healthz"))
-        .and(with_state.clone())
-        .map(|state: AppState| healthz(&state));
-    let list = warp::path!("api" / "cameras")
-        .and(with_state.clone())
-        .map(|state: AppState| respond(list_cameras(&state)));
-    let one = warp::path!("api" / "cameras" / String)
-        .and(with_state.clone())
-        .map(|id: String, state: AppState| respond(camera_info(&state, &id)));
-    let stream_route = warp::path!("api" / "cameras" / String / "stream.mjpeg")
-        .and(with_state.clone())
-        .and(query)
-        .then(
-            |id: String, state: AppState, q: HashMap<String, String>| async move {
-                respond(stream(&state, &id, &q).await)
-            },
-        );
-    let snapshot = warp::path!("api" / "cameras" / String / "snapshot.jpg")
-        .and(with_state.clone())
-        .then(|id: String, state: AppState| async move { respond(snapshot(&state, &id).await) });
-    // The route of the OpenCV + Django backend this replaces, so an
-    // existing <img src="/api/cv/display?camera_id=1"> works unchanged.
-    let display = warp::path!("api" / "cv" / "display")
-        .and(with_state.clone())
-        .and(query)
-        .then(|state: AppState, q: HashMap<String, String>| async move {
-            let result = match q.get("camera_id") {
-                Some(id) => stream(&state, id, &q).await,
-                None => Err(ApiError::BadRequest(
-                    "camera_id is required, e.g. /api/cv/display?camera_id=1".into(),
-                )),
-            };
-            respond(result)
-        });
-    let openapi = warp::path!("api" / "openapi.json").map(|| {
-        let mut response = warp::reply::Response::new(OPENAPI_JSON.into());
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
-    });
-    let metrics = warp::path!("metrics")
-        .and(with_state.clone())
-        .map(|state: AppState| metrics::render(&state));
-    let grid_socket = warp::path!("api" / "ws")
-        .and(warp::ws().map(Some).or(warp::any().map(|| None)).unify())
-        .and(with_state.clone())
-        .and(query)
-        .map(
-            |socket: Option<warp::ws::Ws>, state: AppState, q: HashMap<String, String>| {
-                respond(grid_socket(&state, socket, &q))
-            },
-        );
-
-    let get = warp::get().and(
-        index
-            .or(list)
-            .unify()
-            .or(one)
-            .unify()
-            .or(stream_route)
-            .unify()
-            .or(snapshot)
-            .unify()
-            .or(display)
-            .unify()
-            .or(openapi)
-            .unify()
-            .or(metrics)
-            .unify()
-            .or(grid_socket)
-            .unify(),
-    );
-    let app = get
-        .or(api::routes(state.clone()))
-        .unify()
-        .recover(handle_rejection)
-        .unify();
-
-    // Every request but a preflight or a health check passes the access
-    // check before it reaches a route (see access.rs).
-    let guarded = warp::method()
-        .and(warp::path::full())
-        .and(warp::host::optional())
-        .and(warp::header::headers_cloned())
-        .and(query)
-        .and(with_state.clone())
-        .and_then(
-            |method: warp::http::Method,
-             path: warp::path::FullPath,
-             host: Option<warp::host::Authority>,
-             headers: warp::http::HeaderMap,
-             q: HashMap<String, String>,
-             state: AppState| async move {
-                state
-                    .control
-                    .security()
-                    .check(
-                        &method,
-                        path.as_str(),
-                        host.as_ref().map(|h| h.as_str()),
-                        &headers,
-                        &q,
-                    )
-                    .map_err(|e| warp::reject::custom(Refused(e)))
+    let s = || with_state.clone();
+    let body = || {
+        warp::body::content_length_limit(api::MAX_BODY)
+            .and(warp::header::optional::<String>("content-type"))
+            .and(warp::body::bytes())
+    };
+    let (table, routes) = Router::new(state.clone())
+        .route(M::GET, "/", Need::ViewWithQueryToken, |_| {
+            s().map(|state: AppState| ui::index(&state))
+        })
+        .route(M::GET, "/healthz", Need::Public, |_| {
+            s().map(|state: AppState| healthz(&state))
+        })
+        .route(M::GET, "/metrics", Need::View, |_| {
+            s().map(|state: AppState| metrics::render(&state))
+        })
+        .route(M::GET, "/api/openapi.json", Need::View, |_| {
+            warp::any().map(|| {
+                let mut response = warp::reply::Response::new(OPENAPI_JSON.into());
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            })
+        })
+        .route(M::GET, "/api/cameras", Need::View, |_| {
+            s().map(|state: AppState| respond(list_cameras(&state)))
+        })
+        .route(M::POST, "/api/cameras", Need::Admin, |_| {
+            s().and(body()).then(
+                |state: AppState, content_type: Option<String>, body: bytes::Bytes| async move {
+                    respond(api::create(&state, content_type.as_deref(), &body).await)
+                },
+            )
+        })
+        .route(M::GET, "/api/cameras/{id}", Need::View, |p| {
+            p.and(s())
+                .map(|p: Params, state: AppState| respond(camera_info(&state, p.id())))
+        })
+        .route(M::PUT, "/api/cameras/{id}", Need::Admin, |p| {
+            p.and(s()).and(body()).then(
+                    |p: Params,
+                     state: AppState,
+                     content_type: Option<String>,
+                     body: bytes::Bytes| async move {
+                        respond(api::update(&state, p.id(), content_type.as_deref(), &body).await)
+                    },
+                )
+        })
+        .route(M::DELETE, "/api/cameras/{id}", Need::Admin, |p| {
+            p.and(s()).then(|p: Params, state: AppState| async move {
+                respond(api::delete(&state, p.id()).await)
+            })
+        })
+        .route(
+            M::GET,
+            "/api/cameras/{id}/stream.mjpeg",
+            Need::ViewWithQueryToken,
+            |p| {
+                p.and(s()).and(query()).then(
+                    |p: Params, state: AppState, q: HashMap<String, String>| async move {
+                        respond(stream(&state, p.id(), &q).await)
+                    },
+                )
             },
         )
-        .untuple_one()
-        .and(app);
-    let preflight = warp::options()
-        .and(warp::header::optional::<String>("origin"))
-        .and(warp::header::optional::<String>(
-            "access-control-request-method",
-        ))
-        .and(with_state.clone())
-        .map(
-            |origin: Option<String>, method: Option<String>, state: AppState| {
-                state
-                    .control
-                    .security()
-                    .cors
-                    .preflight(origin.as_deref(), method.as_deref())
-                    .unwrap_or_else(|message| ApiError::Forbidden(message).into_response())
+        .route(
+            M::GET,
+            "/api/cameras/{id}/snapshot.jpg",
+            Need::ViewWithQueryToken,
+            |p| {
+                p.and(s()).then(|p: Params, state: AppState| async move {
+                    respond(snapshot(&state, p.id()).await)
+                })
             },
-        );
+        )
+        // The route of the OpenCV + Django backend this replaces, so an
+        // existing <img src="/api/cv/display?camera_id=1"> works unchanged.
+        .route(M::GET, "/api/cv/display", Need::ViewWithQueryToken, |_| {
+            s().and(query())
+                .then(|state: AppState, q: HashMap<String, String>| async move {
+                    let result = match q.get("camera_id") {
+                        Some(id) => stream(&state, id, &q).await,
+                        None => Err(ApiError::BadRequest(
+                            "camera_id is required, e.g. /api/cv/display?camera_id=1".into(),
+                        )),
+                    };
+                    respond(result)
+                })
+        })
+        .route(M::GET, "/api/ws", Need::ViewWithQueryToken, |_| {
+            warp::ws()
+                .map(Some)
+                .or(warp::any().map(|| None))
+                .unify()
+                .and(s())
+                .and(query())
+                .and(warp::header::headers_cloned())
+                .map(
+                    |socket: Option<warp::ws::Ws>,
+                     state: AppState,
+                     q: HashMap<String, String>,
+                     headers: warp::http::HeaderMap| {
+                        respond(grid_socket(&state, socket, &q, &headers))
+                    },
+                )
+        })
+        .finish();
 
-    let all = preflight
-        .or(healthz)
-        .unify()
-        .or(guarded)
-        .unify()
+    let routes = routes
         .recover(handle_rejection)
-        .unify();
-    warp::header::optional::<String>("origin")
+        .unify()
+        .and(warp::header::optional::<String>("origin"))
         .and(with_state)
-        .and(all)
         .map(
-            |origin: Option<String>, state: AppState, mut response: warp::reply::Response| {
+            |mut response: warp::reply::Response, origin: Option<String>, state: AppState| {
                 state
                     .control
                     .security()
@@ -363,16 +370,19 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
             );
         }))
         .map(Reply::into_response)
-        .boxed()
+        .boxed();
+    (table, routes)
 }
 
-/// A request the access check turned away, carried as a warp rejection.
-#[derive(Debug)]
-struct Refused(ApiError);
+/// The query string, parsed; empty when there is none.
+fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .map(|q: String| parse_query(&q))
+}
 
-impl warp::reject::Reject for Refused {}
-
-/// Warp's own rejections (no route, wrong method) in the API's error shape.
+/// Warp's own rejections, and refusals, in the API's error shape.
 async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
     if let Some(Refused(error)) = rejection.find::<Refused>() {
         return Ok(error.clone().into_response());
@@ -381,8 +391,6 @@ async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Response,
         ApiError::PayloadTooLarge
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
         ApiError::LengthRequired
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::MethodNotAllowed
     } else {
         ApiError::NotFound("see GET /api/cameras and docs/api.md".into())
     };
@@ -449,16 +457,23 @@ fn parse_fps(query: &HashMap<String, String>) -> Result<Option<f64>, ApiError> {
     }
 }
 
-async fn stream(state: &AppState, id: &str, query: &HashMap<String, String>) -> ApiResult {
-    let camera = find_camera(state, id)?;
-    let fps = parse_fps(query)?;
+/// The one place viewers are admitted, for MJPEG streams, snapshots and
+/// each camera of a grid socket: within `[server] max_viewers` over all
+/// cameras, and the camera's own `max_viewers`.
+fn admit(state: &AppState, camera: &Arc<Camera>) -> Result<Viewer, ApiError> {
     // The total is a sum over cameras: cheap for tens of cameras, and a
     // viewer or two over the limit in a race harms nothing.
     let total: usize = state.cameras.all().iter().map(|c| c.viewer_count()).sum();
     if total >= state.max_viewers {
         return Err(ApiError::ServerFull(state.max_viewers));
     }
-    let viewer = camera.open(OPEN_WAIT).await?;
+    Ok(camera.try_attach()?)
+}
+
+async fn stream(state: &AppState, id: &str, query: &HashMap<String, String>) -> ApiResult {
+    let camera = find_camera(state, id)?;
+    let fps = parse_fps(query)?;
+    let viewer = admit(state, &camera)?.ready(OPEN_WAIT).await?;
     // The camera's token is a child of the server's: the stream ends at
     // shutdown, and also when the camera is removed.
     Ok(mjpeg::response(viewer, fps, camera.cancel_token()))
@@ -469,7 +484,15 @@ fn grid_socket(
     state: &AppState,
     socket: Option<warp::ws::Ws>,
     query: &HashMap<String, String>,
+    headers: &warp::http::HeaderMap,
 ) -> ApiResult {
+    // A WebSocket is not bound by the same-origin policy: without this,
+    // any page a LAN user opens could read every camera.
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    state
+        .control
+        .security()
+        .check_origin(host, headers, "open the grid socket")?;
     let list = query.get("cameras").map(String::as_str).unwrap_or("");
     let mut cameras: Vec<Arc<Camera>> = Vec::new();
     for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -496,16 +519,23 @@ fn grid_socket(
                 .into(),
         )
     })?;
+    // Every camera on the socket is a viewer, admitted like a stream; the
+    // viewers are held from here, so they count before the upgrade and are
+    // released if it never completes.
+    let viewers = cameras
+        .iter()
+        .map(|camera| admit(state, camera))
+        .collect::<Result<Vec<Viewer>, ApiError>>()?;
     let shutdown = state.shutdown.clone();
     Ok(socket
         .max_message_size(ws::MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| ws::serve(socket, cameras, fps, shutdown))
+        .on_upgrade(move |socket| ws::serve(socket, viewers, fps, shutdown))
         .into_response())
 }
 
 async fn snapshot(state: &AppState, id: &str) -> ApiResult {
     let camera = find_camera(state, id)?;
-    let viewer = camera.open(OPEN_WAIT).await?;
+    let viewer = admit(state, &camera)?.ready(OPEN_WAIT).await?;
     let frame = viewer
         .camera()
         .hub()

@@ -55,16 +55,17 @@ struct Tile {
 }
 
 /// Serves one socket until the client leaves or the server shuts down.
+/// `viewers` are the admitted viewers of its cameras, one each.
 pub async fn serve(
     socket: WebSocket,
-    cameras: Vec<Arc<Camera>>,
+    viewers: Vec<Viewer>,
     fps: Option<f64>,
     shutdown: CancellationToken,
 ) {
-    let mut tiles = Vec::with_capacity(cameras.len());
-    let mut streams = Vec::with_capacity(cameras.len());
-    for (index, camera) in cameras.into_iter().enumerate() {
-        let mut viewer = camera.attach();
+    let mut tiles = Vec::with_capacity(viewers.len());
+    let mut streams = Vec::with_capacity(viewers.len());
+    for (index, mut viewer) in viewers.into_iter().enumerate() {
+        let camera = Arc::clone(viewer.camera());
         // The stream starts with the current frame, so a tile fills at once.
         let frames = viewer.frames().clone();
         streams.push(WatchStream::new(frames).map(move |frame| (index, frame)));

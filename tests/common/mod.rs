@@ -6,6 +6,7 @@ pub mod app;
 pub mod browser;
 pub mod mjpeg;
 pub mod proxy;
+pub mod raw;
 pub mod rtsp;
 
 use std::sync::Once;
