@@ -165,13 +165,13 @@ fn is_dns_name(name: &str) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error(
-        "cannot read the TLS {what} file {path}: {source}: check [server.tls] {what_key} (relative paths are relative to the config file)"
+        "cannot read the TLS {what} file {path}: {error}: check [server.tls] {what_key} (relative paths are relative to the config file)"
     )]
     Read {
         what: &'static str,
         what_key: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----): [server.tls] cert must be the server's certificate, then any intermediates, in PEM"
@@ -200,12 +200,9 @@ pub enum TlsError {
     )]
     NotYetValid { path: PathBuf, not_before: String },
     #[error(
-        "cannot store the self-signed certificate in {dir}: {source}: make that directory writable once (or run `camstream cert --config FILE` where it is), or set [server.tls] cert and key to a certificate you made"
+        "cannot store the self-signed certificate in {dir}: {error}: make that directory writable once (or run `camstream cert --config FILE` where it is), or set [server.tls] cert and key to a certificate you made"
     )]
-    Store {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    Store { dir: PathBuf, error: std::io::Error },
     #[error("cannot make a self-signed certificate: {0}")]
     Generate(String),
 }
@@ -262,11 +259,11 @@ pub fn load(config: &TlsConfig) -> Result<Loaded, TlsError> {
 }
 
 fn read(path: &Path, what: &'static str, what_key: &'static str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         what,
         what_key,
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -302,7 +299,7 @@ fn load_files(cert_path: &Path, key_path: &Path, self_signed: bool) -> Result<Lo
         fingerprint: fingerprint(leaf),
         public_key_pin: base64::engine::general_purpose::STANDARD
             .encode(Sha256::digest(&parsed.spki)),
-        not_after: parsed.not_after.to_string(),
+        not_after: utc(parsed.not_after),
         names: parsed.names.clone(),
         self_signed,
     };
@@ -321,6 +318,18 @@ fn load_files(cert_path: &Path, key_path: &Path, self_signed: bool) -> Result<Lo
         info,
         not_after: parsed.not_after,
     })
+}
+
+/// `2026-01-31 12:00:00 UTC`.
+fn utc(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{} {:02}:{:02}:{:02} UTC",
+        at.date(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
 }
 
 /// `AB:CD:...`: SHA-256 of the DER certificate.
@@ -379,13 +388,13 @@ impl Parsed {
         if now > self.not_after {
             return Err(TlsError::Expired {
                 path: path.to_path_buf(),
-                not_after: self.not_after.to_string(),
+                not_after: utc(self.not_after),
             });
         }
         if now < self.not_before {
             return Err(TlsError::NotYetValid {
                 path: path.to_path_buf(),
-                not_before: self.not_before.to_string(),
+                not_before: utc(self.not_before),
             });
         }
         Ok(())
@@ -450,12 +459,12 @@ fn ensure_self_signed(config: &TlsConfig) -> Result<(), TlsError> {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         // The key first: a certificate beside a stale key would not load.
-        store_private(&key_path, key_pem.as_bytes()).map_err(|source| TlsError::Store {
+        store_private(&key_path, key_pem.as_bytes()).map_err(|error| TlsError::Store {
             dir: dir.clone(),
-            source,
+            error,
         })?;
         store_private(&cert_path, cert_pem.as_bytes())
-            .map_err(|source| TlsError::Store { dir, source })?;
+            .map_err(|error| TlsError::Store { dir, error })?;
         info!(
             "made a self-signed certificate for {}: {}",
             names.join(", "),

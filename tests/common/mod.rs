@@ -8,6 +8,7 @@ pub mod mjpeg;
 pub mod proxy;
 pub mod raw;
 pub mod rtsp;
+pub mod tls;
 
 use std::sync::Once;
 
