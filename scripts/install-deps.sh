@@ -5,8 +5,11 @@
 #     and the plugins camstream's pipelines use (base, good, bad, ugly,
 #     libav, and -x for the clock/text overlays);
 #   - with --test: also gst-rtsp-server (the tests' in-process RTSP server),
-#     chromium (the web page is tested in headless Chromium) and prometheus
-#     (for `promtool check metrics`, which checks /metrics);
+#     chromium (the web page is tested in headless Chromium), prometheus
+#     (for `promtool check metrics`, which checks /metrics), and for HTTPS:
+#     curl (a real HTTP/2 client), libnss3-tools (certutil, to make
+#     Chromium trust a test CA) and nginx (the shipped reverse-proxy
+#     configuration is tested with it);
 #   - a Rust toolchain through rustup if cargo is missing.
 set -euo pipefail
 
@@ -24,7 +27,7 @@ packages=(
 )
 for arg in "$@"; do
   case "$arg" in
-    --test) packages+=(libgstrtspserver-1.0-dev chromium prometheus) ;;
+    --test) packages+=(libgstrtspserver-1.0-dev chromium prometheus curl libnss3-tools nginx) ;;
     *) echo "usage: $0 [--test]" >&2; exit 2 ;;
   esac
 done
@@ -50,6 +53,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   # want running.
   if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+  # Likewise nginx: the tests start their own on loopback.
+  if [[ " ${missing[*]} " == *" nginx "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now nginx >/dev/null 2>&1 || true
   fi
 fi
 

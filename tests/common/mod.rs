@@ -5,6 +5,7 @@
 pub mod app;
 pub mod browser;
 pub mod mjpeg;
+pub mod nginx;
 pub mod proxy;
 pub mod raw;
 pub mod rtsp;
