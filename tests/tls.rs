@@ -424,6 +424,23 @@ async fn a_self_signed_certificate_is_made_once_and_can_be_pinned() {
     );
     let wrong = curl("sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()).await;
     assert!(!wrong.status.success(), "a wrong pin was accepted");
+    // The container's health check speaks HTTPS to it, trusting the
+    // configured certificate file.
+    let health = tokio::process::Command::new(env!("CARGO_BIN_EXE_camstream"))
+        .arg("healthcheck")
+        .arg("--config")
+        .arg(&path)
+        .arg("--listen")
+        .arg(app.local_addr().to_string())
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&health.stdout).into_owned();
+    assert!(
+        health.status.success() && said.contains("https://"),
+        "{said} {}",
+        String::from_utf8_lossy(&health.stderr)
+    );
     app.shutdown().await;
     let again = start(&path).await;
     assert_eq!(file_fingerprint(&cert_path), fingerprint, "not reused");
