@@ -109,6 +109,11 @@ impl Nginx {
         self.addr
     }
 
+    /// The nginx process (one: `master_process off`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// nginx's error log, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
