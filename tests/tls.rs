@@ -531,3 +531,116 @@ async fn http_listen_redirects_to_https_and_both_doors_time_out_silent_clients()
     );
     app.shutdown().await;
 }
+
+/// The real binary: SIGHUP re-reads the certificate with a viewer
+/// attached, and a bad one is logged and the served one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_of_the_running_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let (cert_path, key_path) = ca.write(dir.path(), "server");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().join("camstream.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[server.tls]\n{OWN_CERT}\n{}",
+            camera("a", SMALL)
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stdout.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_camstream"))
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("CAMSTREAM_LISTEN")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Ok(stream) = ca.connect(addr, &[b"h2"]).await {
+            break peer_fingerprint(&stream);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "camstream did not start: {}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(first, file_fingerprint(&cert_path));
+    assert!(
+        logs().contains(&first),
+        "the fingerprint is logged: {}",
+        logs()
+    );
+
+    let mut connection = h2_connect(&ca, addr, 1 << 20, 16 << 20).await.unwrap();
+    let response = h2_get(&mut connection, addr, "/api/cameras/a/stream.mjpeg")
+        .await
+        .unwrap();
+    let mut viewer = common::tls::Parts::new("frame", h2_body(response.into_body()));
+    viewer.next_part(PART_TIMEOUT).await.unwrap();
+
+    let hup = |child: &std::process::Child| {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-HUP", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    ca.write(dir.path(), "server");
+    let second = file_fingerprint(&cert_path);
+    hup(&child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while peer_fingerprint(&ca.connect(addr, &[b"h2"]).await.unwrap()) != second {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not swap the certificate: {}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(logs().contains("TLS certificate reloaded"), "{}", logs());
+
+    // A key that is not the certificate's: logged, and the served one kept.
+    let (_, other_key) = ca.issue();
+    std::fs::write(&key_path, other_key).unwrap();
+    hup(&child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !logs().contains("TLS certificate not reloaded, keeping the one being served") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload error logged: {}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        logs().contains("does not belong to the certificate"),
+        "{}",
+        logs()
+    );
+    assert_eq!(
+        peer_fingerprint(&ca.connect(addr, &[b"h2"]).await.unwrap()),
+        second
+    );
+    // The viewer streamed throughout, on its first connection.
+    let seen = viewer.received();
+    viewer.next_part(PART_TIMEOUT).await.unwrap();
+    assert!(viewer.received() > seen);
+    let _ = child.kill();
+    let _ = child.wait();
+}
