@@ -207,7 +207,7 @@ async fn sixteen_img_streams_on_a_page_from_another_origin_repaint_over_one_http
     // change (snow differs in every frame; a frozen tile would not).
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut first = decode_jpeg(&page.screenshot_jpeg().await.unwrap()).unwrap();
-    let mut repainted = vec![false; CAMERAS];
+    let mut repainted = [false; CAMERAS];
     while !repainted.iter().all(|r| *r) {
         assert!(
             Instant::now() < deadline,

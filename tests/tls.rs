@@ -270,7 +270,10 @@ async fn bad_certificates_are_clear_errors_at_start() {
     let (_, other_key) = ca.issue();
     let (expired_cert, expired_key) = ca.issue_dated(&["127.0.0.1"], -30, -1);
     let (future_cert, future_key) = ca.issue_dated(&["127.0.0.1"], 10, 30);
-    let cases: [(&str, Option<(&str, &str)>, &str, &[&str]); 7] = [
+    // What, the certificate and key files written, [server.tls], and what
+    // the error must say.
+    type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a str, &'a [&'a str]);
+    let cases: [Case; 7] = [
         (
             "missing files",
             None,
