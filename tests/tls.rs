@@ -647,3 +647,26 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Plain HTTP still speaks HTTP/2 to a client that starts with the
+/// preface (h2c prior knowledge), through the same loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_serves_http2_with_prior_knowledge() {
+    let app = common::app::start(&camera("a", SMALL)).await;
+    let output = tokio::process::Command::new("curl")
+        .args([
+            "--http2-prior-knowledge",
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            " %{http_version}",
+        ])
+        .arg(format!("http://{}/healthz", app.local_addr()))
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(said.contains("\"ok\"") && said.ends_with(" 2"), "{said}");
+    app.shutdown().await;
+}

@@ -1,6 +1,7 @@
-//! The accept loop: hyper (HTTP/1.1 and HTTP/2) serving the warp routes,
-//! behind a front door that holds on a hostile network, and with graceful
-//! shutdown.
+//! The accept loop: HTTP/1.1 (hyper) and HTTP/2 (camstream's own loop on
+//! the `h2` crate, see http2.rs), over plain TCP or TLS, serving the warp
+//! routes behind a front door that holds on a hostile network, and with
+//! graceful shutdown.
 //!
 //! camstream runs its own loop instead of `warp::serve` because every
 //! connection needs limits that warp does not set, all enforced before a
@@ -9,22 +10,24 @@
 //! - **Connection caps**, in total and per client address, checked right
 //!   after accept: over a cap the socket is closed at once.
 //! - **A header deadline**: a new connection must deliver its first request
-//!   head within `header_timeout_s`. hyper's own `header_read_timeout`
-//!   starts only once hyper-util has read the first bytes (to tell HTTP/1
-//!   from HTTP/2), so a client that sends nothing would never meet it; the
-//!   deadline here runs from accept. On HTTP/1.1, hyper (1.12, read in its
-//!   source: `poll_read_head` arms the timer whenever the connection goes
-//!   idle) applies the same timeout to every later request head, which also
+//!   head within `header_timeout_s` of the accept, whatever comes first: a
+//!   TLS handshake, the bytes that tell HTTP/1 from HTTP/2, or a slow
+//!   request line. On HTTP/1.1, hyper (1.12, read in its source:
+//!   `poll_read_head` arms the timer whenever the connection goes idle)
+//!   applies the same timeout to every later request head, which also
 //!   closes keep-alive connections idle for that long.
 //! - **An idle deadline**: a connection on which no byte moves either way
 //!   for `idle_connection_timeout_s` is closed (HTTP/2, upgraded
 //!   WebSockets, anything hyper's HTTP/1 timer does not cover).
 //! - **A header size cap** ([`MAX_HEADER_BYTES`]).
-//! - **A write timeout**: a viewer whose socket stops draining is dropped.
+//! - **A write timeout**: a viewer whose socket stops draining is dropped;
+//!   on HTTP/2, a stream whose window stays shut is reset on its own.
 //!
-//! The limits wrap any byte stream ([`Guarded`] is generic over
-//! `AsyncRead + AsyncWrite`), so a TLS layer can sit on top of it without
-//! changing them. Shutdown ends every MJPEG response cleanly and then waits
+//! The limits wrap the TCP stream ([`Guarded`] is generic over
+//! `AsyncRead + AsyncWrite`) and TLS sits on top of it, so they hold for
+//! HTTPS unchanged. With TLS, ALPN picks HTTP/2 or HTTP/1.1; without, an
+//! HTTP/2 client must say so with the connection preface (h2c prior
+//! knowledge). Shutdown ends every MJPEG response cleanly and then waits
 //! for connections to finish, boundedly.
 
 use std::collections::HashMap;
