@@ -53,7 +53,10 @@ const SEND_BUFFER: usize = 400 * 1024;
 
 /// Serves one HTTP/2 connection until the client closes it, or until it has
 /// finished after `shutdown` (GOAWAY: open streams complete, MJPEG bodies
-/// end by themselves at shutdown).
+/// end by themselves at shutdown). No keep-alive PING: a dead peer is
+/// found by the front door's deadlines on the socket underneath (a
+/// connection with streams stops draining and meets the write timeout; one
+/// without goes quiet and meets the idle timeout).
 pub(super) async fn serve<IO>(
     io: IO,
     service: Service,
