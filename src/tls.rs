@@ -258,6 +258,17 @@ pub fn load(config: &TlsConfig) -> Result<Loaded, TlsError> {
     load_files(&cert_path, &key_path, config.self_signed)
 }
 
+/// What `camstream check` says about `[server.tls]`, without writing
+/// anything: the certificate that would be served, None for a self-signed
+/// one not made yet (or due to be made again), or why it cannot be served.
+pub fn inspect(config: &TlsConfig) -> Result<Option<CertInfo>, TlsError> {
+    let (cert_path, key_path) = config.files();
+    if config.self_signed && self_signed_problem(&cert_path, &key_path, &config.names).is_some() {
+        return Ok(None);
+    }
+    load_files(&cert_path, &key_path, config.self_signed).map(|loaded| Some(loaded.info))
+}
+
 fn read(path: &Path, what: &'static str, what_key: &'static str) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|error| TlsError::Read {
         what,

@@ -337,6 +337,17 @@ async fn bad_certificates_are_clear_errors_at_start() {
         for text in expected {
             assert!(error.contains(text), "{what}: {error}");
         }
+        // `camstream check` finds the same, as an error line.
+        if let Ok(config) = Config::load(&path) {
+            let findings = camstream::cmds::check::check(&config);
+            assert!(
+                findings
+                    .iter()
+                    .any(|f| f.level == camstream::cmds::check::Level::Error
+                        && f.message.contains(expected[0])),
+                "{what}: check said {findings:?}"
+            );
+        }
         eprintln!("{what}: {error}");
     }
     // http_listen redirects to HTTPS, so it needs [server.tls].
