@@ -5,7 +5,9 @@
 //! certificate is swapped on reload with a viewer attached, and a bad one
 //! is refused with the old one kept; every bad-certificate row of
 //! docs/errors.md; the self-signed certificate and its pin; the
-//! redirecting plain-HTTP listener; the front door's deadlines over TLS.
+//! redirecting plain-HTTP listener; the front door's deadlines over TLS
+//! (a silent client, a stalled HTTP/1.1 viewer); SIGHUP on the real
+//! binary; h2c on plain HTTP.
 
 mod common;
 
@@ -679,5 +681,48 @@ async fn plain_http_serves_http2_with_prior_knowledge() {
         .unwrap();
     let said = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(said.contains("\"ok\"") && said.ends_with(" 2"), "{said}");
+    app.shutdown().await;
+}
+
+/// Over TLS the front door's write timeout still holds: an HTTP/1.1
+/// viewer that stops reading is dropped, as over plain TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http1_viewer_over_tls_is_dropped_after_the_write_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.write(dir.path(), "server");
+    let path = write_config(
+        dir.path(),
+        "write_timeout_s = 2",
+        OWN_CERT,
+        "[[cameras]]\nid = \"noise\"\nsource = \"test:snow?width=640&height=480&fps=30\"\nscale = 1\nquality = 90\nalways_on = true\n",
+    );
+    let app = start(&path).await;
+    let addr = app.local_addr();
+    let mut stalled = ca.connect(addr, &[b"http/1.1"]).await.unwrap();
+    stalled
+        .write_all(b"GET /api/cameras/noise/stream.mjpeg HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    let n = stalled.read(&mut head).await.unwrap();
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    assert_eq!(viewers(&ca, addr, "noise").await, 1);
+    // Now it reads nothing more; ~4.5 MB/s of noise fills the socket
+    // buffers within a second, then the write timeout runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while viewers(&ca, addr, "noise").await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled TLS viewer was not dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(stalled);
     app.shutdown().await;
 }
