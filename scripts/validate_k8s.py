@@ -151,6 +151,10 @@ def workload_problems(doc, configmaps):
     security = spec.get("securityContext", {})
     if security.get("runAsNonRoot") is not True:
         problems.append(f"{name}: securityContext.runAsNonRoot is not true")
+    # The image's USER is a name, which runAsNonRoot cannot check: without
+    # a numeric uid the kubelet refuses to start the container.
+    if not isinstance(security.get("runAsUser"), int) or security["runAsUser"] == 0:
+        problems.append(f"{name}: securityContext.runAsUser is not a non-root uid")
     if security.get("seccompProfile", {}).get("type") != "RuntimeDefault":
         problems.append(f"{name}: securityContext.seccompProfile is not RuntimeDefault")
     for volume in volumes.values():
