@@ -264,6 +264,14 @@ def render_wiring_problems(doc, configmaps):
 
 
 def wiring_problems(docs):
+    try:
+        return wiring_problems_of(docs)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        # A manifest too broken to follow; the schema check says where.
+        return [f"cannot follow the manifests ({type(e).__name__}: {e})"]
+
+
+def wiring_problems_of(docs):
     problems = []
     configmaps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
     workloads = [d for d in docs if d["kind"] in WORKLOAD_KINDS]
@@ -363,7 +371,10 @@ def config_checks(report, builds, args):
         for doc in docs:
             if doc["kind"] not in WORKLOAD_KINDS:
                 continue
-            plan = render_plan(doc, configmaps)
+            try:
+                plan = render_plan(doc, configmaps)
+            except (KeyError, IndexError, TypeError, ValueError):
+                plan = None  # the wiring check has said why
             if plan is None or plan["configmap"] is None:
                 continue
             cm = plan["configmap"]
