@@ -5,8 +5,10 @@
 #     and the plugins camstream's pipelines use (base, good, bad, ugly,
 #     libav, and -x for the clock/text overlays);
 #   - with --test: also gst-rtsp-server (the tests' in-process RTSP server),
-#     chromium (the web page is tested in headless Chromium) and prometheus
-#     (for `promtool check metrics`, which checks /metrics);
+#     chromium (the web page is tested in headless Chromium), prometheus
+#     (for `promtool check metrics`, which checks /metrics, and `promtool
+#     check config`) and python3-venv (scripts/validate-k8s.sh installs its
+#     Kubernetes checkers from PyPI into a virtualenv);
 #   - a Rust toolchain through rustup if cargo is missing.
 set -euo pipefail
 
@@ -24,7 +26,7 @@ packages=(
 )
 for arg in "$@"; do
   case "$arg" in
-    --test) packages+=(libgstrtspserver-1.0-dev chromium prometheus) ;;
+    --test) packages+=(libgstrtspserver-1.0-dev chromium prometheus python3-venv) ;;
     *) echo "usage: $0 [--test]" >&2; exit 2 ;;
   esac
 done
