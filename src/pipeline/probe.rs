@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::{FrameOutput, Pipeline, PipelineError, describe_error};
+use super::{FrameOutput, Pipeline, PipelineError, SINGLE_IMAGES, bus_error};
 use crate::frames::{FrameHub, PipelineStats};
 use crate::redact::Redactor;
 use crate::source::PipelinePlan;
@@ -41,6 +41,10 @@ pub struct ProbeReport {
     pub measured_fps: f64,
     /// The size of the JPEG frames camstream would serve.
     pub output: Option<(u32, u32)>,
+    /// The tracks of an RTSP source besides the video camstream shows,
+    /// e.g. "audio (PCMA, 8000 Hz)"; camstream sets them up and ignores
+    /// them.
+    pub other_tracks: Vec<String>,
 }
 
 /// Why a probe found no picture.
@@ -56,6 +60,10 @@ pub enum ProbeError {
     Timeout(Duration),
     #[error("the source ended before its first frame: it holds no video camstream can decode")]
     Ended,
+    /// The HTTP source answered with a single JPEG image: probe it again
+    /// polling snapshots.
+    #[error("the HTTP source serves single JPEG images, not an MJPEG stream")]
+    SingleImages,
 }
 
 /// Builds and plays `plan` until the first frame, or until `timeout`, then
@@ -107,6 +115,7 @@ fn run(
             return Err(ProbeError::Ended);
         }
     }
+    let other_tracks = other_tracks(pipeline);
 
     let first = counter.load(Ordering::Relaxed);
     let started = Instant::now();
@@ -144,6 +153,7 @@ fn run(
         framerate,
         measured_fps,
         output,
+        other_tracks,
     })
 }
 
@@ -152,16 +162,57 @@ fn run(
 fn poll_bus(bus: &gst::Bus, pipeline: &Pipeline) -> Result<bool, ProbeError> {
     let Some(msg) = bus.timed_pop_filtered(
         gst::ClockTime::from_mseconds(POLL.as_millis() as u64),
-        &[gst::MessageType::Error, gst::MessageType::Eos],
+        &[
+            gst::MessageType::Error,
+            gst::MessageType::Eos,
+            gst::MessageType::Application,
+        ],
     ) else {
         return Ok(false);
     };
     match msg.view() {
-        gst::MessageView::Error(err) => Err(ProbeError::Pipeline(PipelineError::Runtime(
-            describe_error(err, &pipeline.redactor),
-        ))),
+        gst::MessageView::Error(err) => {
+            Err(ProbeError::Pipeline(bus_error(err, &pipeline.context)))
+        }
+        gst::MessageView::Application(app) => {
+            if app.structure().is_some_and(|s| s.name() == SINGLE_IMAGES) {
+                Err(ProbeError::SingleImages)
+            } else {
+                Ok(false)
+            }
+        }
         _ => Ok(true),
     }
+}
+
+/// The RTP streams rtspsrc set up besides video (an audio track), from its
+/// source pads' caps: "audio (PCMA, 8000 Hz)".
+fn other_tracks(pipeline: &Pipeline) -> Vec<String> {
+    let mut tracks = Vec::new();
+    let mut elements = pipeline.pipeline.iterate_recurse();
+    while let Ok(Some(element)) = elements.next() {
+        if element.factory().is_none_or(|f| f.name() != "rtspsrc") {
+            continue;
+        }
+        for pad in element.src_pads() {
+            let Some(caps) = pad.current_caps() else {
+                continue;
+            };
+            let Some(s) = caps.structure(0) else {
+                continue;
+            };
+            let media = s.get::<&str>("media").unwrap_or("unknown");
+            if media == "video" {
+                continue;
+            }
+            let encoding = s.get::<&str>("encoding-name").unwrap_or("unknown codec");
+            tracks.push(match s.get::<i32>("clock-rate") {
+                Ok(rate) => format!("{media} ({encoding}, {rate} Hz)"),
+                Err(_) => format!("{media} ({encoding})"),
+            });
+        }
+    }
+    tracks
 }
 
 /// The negotiated caps on a named element's pad.
