@@ -259,7 +259,7 @@ struct Learned {
 }
 
 impl Learned {
-    /// Forgets everything if `settings` name another source or transport.
+    /// Forgets everything if `settings` name another source.
     fn follow(&mut self, settings: &CameraSettings) {
         if self.source != settings.source {
             *self = Learned {

@@ -405,3 +405,32 @@ async fn an_mjpeg_stream_without_a_frame_rate_is_capped_by_max_fps() {
     assert!((5..=17).contains(&frames), "{frames} frames in 3 s");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_url_that_stops_sending_jpegs_says_so() {
+    let http = HttpCamera::start(HttpCameraOptions {
+        html_after: Some(5),
+        ..HttpCameraOptions::default()
+    })
+    .await;
+    let app = app::start(&format!(
+        "[[cameras]]\nid = \"snap\"\nsource = \"{}\"\nmax_fps = 10\nalways_on = true\n",
+        http.url("/snapshot.jpg"),
+    ))
+    .await;
+    let info = wait_for_camera(&app, "snap", PART_TIMEOUT, "the not-a-JPEG error", |c| {
+        c["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("answered with neither an MJPEG stream nor a JPEG image"))
+    })
+    .await
+    .unwrap();
+    let error = info["last_error"].as_str().unwrap();
+    assert!(
+        error.contains(&http.url("/snapshot.jpg"))
+            && error.contains("point source at the camera's MJPEG stream or snapshot URL"),
+        "{error}"
+    );
+    assert!(info["frames_out"].as_u64().unwrap() >= 1, "{info}");
+    app.shutdown().await;
+}

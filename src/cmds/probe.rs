@@ -94,6 +94,10 @@ pub fn run(args: &ProbeArgs, out: &mut impl Write) -> anyhow::Result<()> {
         match pipeline::probe(&plan, settings.scale, settings.redactor(), left) {
             Ok(report) => break (report, plan),
             Err(ProbeError::SingleImages) if !snapshots => snapshots = true,
+            // The whole --timeout, not what was left of it for this attempt.
+            Err(ProbeError::Timeout(_)) => {
+                return Err(anyhow!("{shown}: {}", ProbeError::Timeout(args.timeout)));
+            }
             Err(ProbeError::Pipeline(error)) => {
                 if let Some(error) = walk.failed(error) {
                     return Err(anyhow!("{shown}: {error}"));

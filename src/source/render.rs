@@ -199,13 +199,25 @@ pub fn plan(
     // A whole pipeline names its own appsink; anything else yields raw video
     // and gets the tail (see pipelines/README.md for the contract).
     let managed = !body.contains("appsink");
-    let description = if managed {
+    let snapshots = matches!(
+        (source, text),
+        (Some(Source::Http { .. }), PipelineText::Source)
+    ) && opts.attempt.snapshots;
+    let description = if managed && snapshots {
+        // Snapshots are polled at `max_fps` already; a rate cap on top
+        // would only drop those whose answer came back early.
+        let uncapped = RenderOptions {
+            max_fps: None,
+            ..opts.clone()
+        };
+        format!("{body} ! {}", tail(&uncapped))
+    } else if managed {
         format!("{body} ! {}", tail(opts))
     } else {
         body.clone()
     };
     let http = match (source, text) {
-        (Some(Source::Http { url, .. }), PipelineText::Source) => Some(if opts.attempt.snapshots {
+        (Some(Source::Http { url, .. }), PipelineText::Source) => Some(if snapshots {
             HttpMode::Snapshots {
                 url: url.to_string(),
                 interval: opts.snapshot_interval(),

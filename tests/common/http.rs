@@ -43,6 +43,9 @@ pub struct HttpCameraOptions {
     pub first_part_delay: Duration,
     /// Serve https:// with this certificate.
     pub tls: Option<TlsIdentity>,
+    /// After this many snapshots, `/snapshot.jpg` answers with an HTML
+    /// page instead (a camera whose session expired, or a login page).
+    pub html_after: Option<u64>,
 }
 
 impl Default for HttpCameraOptions {
@@ -55,6 +58,7 @@ impl Default for HttpCameraOptions {
             auth: AuthMethod::Basic,
             first_part_delay: Duration::ZERO,
             tls: None,
+            html_after: None,
         }
     }
 }
@@ -247,6 +251,23 @@ async fn serve(mut stream: impl AsyncRead + AsyncWrite + Unpin, shared: &Shared)
                     return;
                 }
             }
+        }
+        "/snapshot.jpg" if shared
+            .opts
+            .html_after
+            .is_some_and(|n| shared.snapshots.load(Ordering::SeqCst) >= n) =>
+        {
+            let page = "<html><body>Please log in</body></html>";
+            let _ = stream
+                .write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n{page}",
+                        page.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
         }
         "/snapshot.jpg" => {
             let n = shared.snapshots.fetch_add(1, Ordering::SeqCst);
