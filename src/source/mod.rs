@@ -574,6 +574,25 @@ mod tests {
     }
 
     #[test]
+    fn transports_to_try() {
+        use LowerTransport::{Tcp, Udp};
+        assert_eq!(Transport::default(), Transport::Auto);
+        assert_eq!(Transport::Auto.order(None, None), [Tcp, Udp]);
+        assert_eq!(Transport::Auto.order(None, Some(Udp)), [Udp, Tcp]);
+        assert_eq!(Transport::Auto.order(Some(Udp), Some(Tcp)), [Udp]);
+        assert_eq!(Transport::Tcp.order(None, Some(Udp)), [Tcp]);
+        assert_eq!(Transport::Udp.order(None, None), [Udp]);
+        let forced = |url: &str| Source::parse(url).unwrap().forced_transport();
+        assert_eq!(forced("rtsp://cam/x"), None);
+        assert_eq!(forced("rtspt://cam/x"), Some(Tcp));
+        assert_eq!(forced("rtspu://cam/x"), Some(Udp));
+        assert_eq!(forced("rtspsu://cam/x"), Some(Udp));
+        assert_eq!(forced("http://cam/x"), None);
+        assert!(Source::parse("rtsps://cam/x").unwrap().uses_tls());
+        assert!(!Source::parse("http://cam/x").unwrap().uses_tls());
+    }
+
+    #[test]
     fn test_patterns() {
         assert_eq!(
             Source::parse("test:").unwrap(),

@@ -551,6 +551,39 @@ mod tests {
     }
 
     #[test]
+    fn snapshots_are_polled_at_max_fps_without_a_second_cap() {
+        let source = Source::parse("http://u:pw@cam/snapshot.jpg").unwrap();
+        let snapshots = RenderOptions {
+            max_fps: Some(4),
+            attempt: Attempt {
+                transport: None,
+                snapshots: true,
+            },
+            ..opts()
+        };
+        let plan = plan(Some(&source), PipelineText::Source, &snapshots).unwrap();
+        assert_eq!(
+            plan.http,
+            Some(HttpMode::Snapshots {
+                url: "http://cam/snapshot.jpg".into(),
+                interval: Duration::from_millis(250),
+            })
+        );
+        assert!(
+            !plan.description.contains("videorate"),
+            "{}",
+            plan.description
+        );
+        assert_eq!(
+            opts().snapshot_interval(),
+            Duration::from_secs(1) / DEFAULT_SNAPSHOT_FPS
+        );
+        let stream = super::plan(Some(&source), PipelineText::Source, &opts()).unwrap();
+        assert_eq!(stream.http, Some(HttpMode::Stream));
+        assert_eq!(stream.transport, None);
+    }
+
+    #[test]
     fn credentials_never_enter_the_description() {
         let source = Source::parse("rtsp://admin:hunter2@cam/x").unwrap();
         let plan = plan(Some(&source), PipelineText::Source, &opts()).unwrap();

@@ -252,10 +252,11 @@ async fn serve(mut stream: impl AsyncRead + AsyncWrite + Unpin, shared: &Shared)
                 }
             }
         }
-        "/snapshot.jpg" if shared
-            .opts
-            .html_after
-            .is_some_and(|n| shared.snapshots.load(Ordering::SeqCst) >= n) =>
+        "/snapshot.jpg"
+            if shared
+                .opts
+                .html_after
+                .is_some_and(|n| shared.snapshots.load(Ordering::SeqCst) >= n) =>
         {
             let page = "<html><body>Please log in</body></html>";
             let _ = stream
