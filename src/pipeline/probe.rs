@@ -4,8 +4,8 @@
 //! The pipeline is built by [`Pipeline::build`] from the same plan a camera
 //! uses, so a probe that works means the camera will.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
@@ -81,7 +81,11 @@ pub fn probe(
         stats: Arc::clone(&stats),
     };
     let pipeline = Pipeline::build(plan, scale, output, redactor)?;
-    let result = run(&pipeline, plan.managed, &stats, timeout);
+    let tracks = watch_other_tracks(&pipeline);
+    let result = run(&pipeline, plan.managed, &stats, timeout).map(|report| ProbeReport {
+        other_tracks: tracks.lock().map(|t| t.clone()).unwrap_or_default(),
+        ..report
+    });
     pipeline.stop();
     result
 }
@@ -115,7 +119,6 @@ fn run(
             return Err(ProbeError::Ended);
         }
     }
-    let other_tracks = other_tracks(pipeline);
 
     let first = counter.load(Ordering::Relaxed);
     let started = Instant::now();
@@ -153,7 +156,7 @@ fn run(
         framerate,
         measured_fps,
         output,
-        other_tracks,
+        other_tracks: Vec::new(),
     })
 }
 
@@ -185,32 +188,35 @@ fn poll_bus(bus: &gst::Bus, pipeline: &Pipeline) -> Result<bool, ProbeError> {
     }
 }
 
-/// The RTP streams rtspsrc set up besides video (an audio track), from its
-/// source pads' caps: "audio (PCMA, 8000 Hz)".
-fn other_tracks(pipeline: &Pipeline) -> Vec<String> {
-    let mut tracks = Vec::new();
+/// Notes the RTP streams an RTSP source offers besides video (an audio
+/// track), from the caps rtspsrc's `select-stream` gives for each stream
+/// of the SDP before setting them up: "audio (PCMA, 8000 Hz)". Every
+/// stream is still set up, as for a camera.
+fn watch_other_tracks(pipeline: &Pipeline) -> Arc<Mutex<Vec<String>>> {
+    let tracks = Arc::new(Mutex::new(Vec::new()));
     let mut elements = pipeline.pipeline.iterate_recurse();
     while let Ok(Some(element)) = elements.next() {
         if element.factory().is_none_or(|f| f.name() != "rtspsrc") {
             continue;
         }
-        for pad in element.src_pads() {
-            let Some(caps) = pad.current_caps() else {
-                continue;
-            };
-            let Some(s) = caps.structure(0) else {
-                continue;
-            };
-            let media = s.get::<&str>("media").unwrap_or("unknown");
-            if media == "video" {
-                continue;
+        let tracks = Arc::clone(&tracks);
+        element.connect("select-stream", false, move |args| {
+            let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
+            if let Some(s) = caps.as_ref().and_then(|c| c.structure(0)) {
+                let media = s.get::<&str>("media").unwrap_or("unknown");
+                if media != "video" {
+                    let encoding = s.get::<&str>("encoding-name").unwrap_or("unknown codec");
+                    let track = match s.get::<i32>("clock-rate") {
+                        Ok(rate) => format!("{media} ({encoding}, {rate} Hz)"),
+                        Err(_) => format!("{media} ({encoding})"),
+                    };
+                    if let Ok(mut tracks) = tracks.lock() {
+                        tracks.push(track);
+                    }
+                }
             }
-            let encoding = s.get::<&str>("encoding-name").unwrap_or("unknown codec");
-            tracks.push(match s.get::<i32>("clock-rate") {
-                Ok(rate) => format!("{media} ({encoding}, {rate} Hz)"),
-                Err(_) => format!("{media} ({encoding})"),
-            });
-        }
+            Some(true.to_value())
+        });
     }
     tracks
 }
