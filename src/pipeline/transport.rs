@@ -64,15 +64,15 @@ pub(super) fn no_transport_message(tried: &[TransportFailure], pinned: bool) -> 
         ([only], true) => {
             let hint = match (only.transport, only.kind) {
                 (LowerTransport::Tcp, _) => {
-                    "the camera may offer RTP over UDP only: leave `transport` out (auto: TCP, then UDP) \
+                    "the camera may offer RTP over UDP only: leave transport out (auto: TCP, then UDP) \
                      or set transport = \"udp\""
                 }
                 (LowerTransport::Udp, FailureKind::Refused) => {
-                    "the camera may offer RTP over TCP only: leave `transport` out (auto: TCP, then UDP) \
+                    "the camera may offer RTP over TCP only: leave transport out (auto: TCP, then UDP) \
                      or set transport = \"tcp\""
                 }
                 (LowerTransport::Udp, FailureKind::NoUdpPackets { .. }) => {
-                    "carry RTP on the RTSP connection instead: leave `transport` out (auto: TCP, then UDP) \
+                    "carry RTP on the RTSP connection instead: leave transport out (auto: TCP, then UDP) \
                      or set transport = \"tcp\""
                 }
             };

@@ -452,15 +452,6 @@ impl Source {
             _ => None,
         }
     }
-
-    /// Whether this source talks TLS (`rtsps://`, `https://`).
-    pub fn uses_tls(&self) -> bool {
-        match self {
-            Source::Rtsp { url, .. } => url.scheme().starts_with("rtsps"),
-            Source::Http { url, .. } => url.scheme() == "https",
-            _ => false,
-        }
-    }
 }
 
 /// What one attempt to open a camera uses, beyond its settings: the choices
@@ -588,8 +579,6 @@ mod tests {
         assert_eq!(forced("rtspu://cam/x"), Some(Udp));
         assert_eq!(forced("rtspsu://cam/x"), Some(Udp));
         assert_eq!(forced("http://cam/x"), None);
-        assert!(Source::parse("rtsps://cam/x").unwrap().uses_tls());
-        assert!(!Source::parse("http://cam/x").unwrap().uses_tls());
     }
 
     #[test]
