@@ -23,6 +23,8 @@ packages=(
   gstreamer1.0-libav
   gstreamer1.0-x
   gstreamer1.0-tools
+  # TLS for rtsps:// and https:// sources (libsoup pulls it in too).
+  glib-networking
 )
 for arg in "$@"; do
   case "$arg" in

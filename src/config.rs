@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
 use crate::redact::{Redactor, redact_text};
-use crate::source::{self, PipelinePlan, PipelineText, RenderOptions, Source, Transport};
+use crate::source::{self, Attempt, PipelinePlan, PipelineText, RenderOptions, Source, Transport};
 
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "camstream.toml";
@@ -41,6 +41,11 @@ pub const DEMO_CAMERA_ID: &str = "demo";
 /// No frame for this long while streaming means the source hung (rtspsrc
 /// can stall without posting an error): tear down and restart.
 pub const DEFAULT_WATCHDOG_S: f64 = 5.0;
+/// Time from (re)start to the first frame before the attempt counts as
+/// failed: an RTSP connect (bounded at 5 s), a fall back from TCP to UDP
+/// (up to another 5 s when no UDP packet arrives), and the wait for a key
+/// frame, which cameras send every 1-4 s (some every 10 s on a long GOP).
+pub const DEFAULT_FIRST_FRAME_TIMEOUT_S: f64 = 20.0;
 /// A viewer whose socket accepts nothing for this long is dropped: long
 /// enough for a phone switching networks, short enough to free its slot.
 pub const DEFAULT_WRITE_TIMEOUT_S: f64 = 30.0;
@@ -366,6 +371,8 @@ pub struct Defaults {
     pub watchdog_s: Option<f64>,
     pub max_viewers: Option<i64>,
     pub mjpeg_lowres: Option<bool>,
+    pub first_frame_timeout_s: Option<f64>,
+    pub tls_verify: Option<bool>,
 }
 
 /// One `[[cameras]]` entry, as written.
@@ -398,6 +405,12 @@ pub struct CameraConfig {
     /// MJPEG sources: decode at 1/2 or 1/4 size (avdec_mjpeg `lowres`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mjpeg_lowres: Option<bool>,
+    /// Seconds from a (re)start to the first frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_frame_timeout_s: Option<f64>,
+    /// Verify `rtsps://`/`https://` certificates (false accepts any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
     /// A gst-launch override, inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
@@ -425,6 +438,11 @@ pub struct CameraSettings {
     /// Viewers of this camera; more get 503.
     pub max_viewers: usize,
     pub mjpeg_lowres: bool,
+    /// Give up on a (re)start that has not delivered its first frame after
+    /// this long; separate from `watchdog`, which applies once frames flow.
+    pub first_frame_timeout: Duration,
+    /// Verify TLS certificates of `rtsps://` and `https://` sources.
+    pub tls_verify: bool,
     /// The override's text and where it came from.
     pub pipeline: Option<PipelineOverride>,
 }
@@ -446,11 +464,19 @@ impl CameraSettings {
             max_fps: self.max_fps,
             scale: self.scale,
             mjpeg_lowres: self.mjpeg_lowres,
+            tls_verify: self.tls_verify,
+            attempt: Attempt::default(),
         }
     }
 
     /// The camera's pipeline, rendered.
     pub fn plan(&self) -> Result<PipelinePlan, source::TemplateError> {
+        self.plan_attempt(Attempt::default())
+    }
+
+    /// The camera's pipeline for one attempt to open it (the transport and
+    /// HTTP mode camstream chose), rendered.
+    pub fn plan_attempt(&self, attempt: Attempt) -> Result<PipelinePlan, source::TemplateError> {
         let text = match &self.pipeline {
             Some(o) => PipelineText::Template {
                 text: &o.text,
@@ -458,7 +484,11 @@ impl CameraSettings {
             },
             None => PipelineText::Source,
         };
-        source::plan(self.source.as_ref(), text, &self.render_options())
+        let opts = RenderOptions {
+            attempt,
+            ..self.render_options()
+        };
+        source::plan(self.source.as_ref(), text, &opts)
     }
 
     /// Masks this camera's passwords in any text.
@@ -505,6 +535,8 @@ impl CameraConfig {
             watchdog_s: None,
             max_viewers: None,
             mjpeg_lowres: None,
+            first_frame_timeout_s: None,
+            tls_verify: None,
             pipeline: None,
             pipeline_file: None,
         }
@@ -578,6 +610,16 @@ impl CameraConfig {
             ));
         }
 
+        let first_frame_timeout_s = self
+            .first_frame_timeout_s
+            .or(defaults.first_frame_timeout_s)
+            .unwrap_or(DEFAULT_FIRST_FRAME_TIMEOUT_S);
+        if !(first_frame_timeout_s.is_finite() && (1.0..=600.0).contains(&first_frame_timeout_s)) {
+            problems.push(format!(
+                "first_frame_timeout_s = {first_frame_timeout_s} is out of range: use 1 to 600 seconds"
+            ));
+        }
+
         let source = match &self.source {
             Some(value) => match value.parse() {
                 Ok(source) => Some(source),
@@ -588,6 +630,21 @@ impl CameraConfig {
             },
             None => None,
         };
+        let transport = self.transport.or(defaults.transport).unwrap_or_default();
+        if let Some(forced) = source.as_ref().and_then(Source::forced_transport)
+            && transport != Transport::Auto
+            && transport != Transport::from(forced)
+        {
+            problems.push(format!(
+                "transport = \"{}\" contradicts the source URL's scheme, which forces {}: \
+                 use rtsp:// with the transport setting, or leave transport out",
+                match transport {
+                    Transport::Udp => "udp",
+                    _ => "tcp",
+                },
+                forced.name()
+            ));
+        }
 
         let pipeline = match (&self.pipeline, &self.pipeline_file) {
             (Some(_), Some(_)) => {
@@ -629,11 +686,13 @@ impl CameraConfig {
             max_fps: max_fps.map(|f| f.clamp(1, 1000) as u32),
             always_on: self.always_on.or(defaults.always_on).unwrap_or(false),
             idle_timeout: Duration::from_secs_f64(idle_timeout_s.clamp(0.0, 86_400.0)),
-            transport: self.transport.or(defaults.transport).unwrap_or_default(),
+            transport,
             latency_ms: latency_ms.clamp(0, 10_000) as u32,
             watchdog: Duration::from_secs_f64(watchdog_s.clamp(0.5, 600.0)),
             max_viewers: max_viewers.max(1) as usize,
             mjpeg_lowres: self.mjpeg_lowres.or(defaults.mjpeg_lowres).unwrap_or(false),
+            first_frame_timeout: Duration::from_secs_f64(first_frame_timeout_s.clamp(1.0, 600.0)),
+            tls_verify: self.tls_verify.or(defaults.tls_verify).unwrap_or(true),
             pipeline,
         };
         // Render now, so a template that cannot be filled in for this source

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use render::{
-    LOWRES_DECODER, PLACEHOLDERS, PipelinePlan, PipelineText, RenderOptions, TemplateError,
-    mjpeg_lowres, plan, quote, render_template, tail,
+    DEFAULT_SNAPSHOT_FPS, HttpMode, LOWRES_DECODER, PLACEHOLDERS, PipelinePlan, PipelineText,
+    RenderOptions, SNAPSHOT_SOURCE, TemplateError, mjpeg_lowres, plan, quote, render_template,
+    tail,
 };
 
 /// The test pattern shown by the built-in demo camera and by a bare `test:`.
@@ -346,18 +347,122 @@ fn parse_test(spec: &str, rest: &str) -> Result<Source, SourceError> {
     })
 }
 
-/// How an RTSP camera's packets travel.
+/// How an RTSP camera's packets travel: the `transport` setting.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
-    /// RTP interleaved on the RTSP TCP connection: works through NAT and
-    /// firewalls and never loses packets, so it is the default.
+    /// RTP over TCP first; if the server sets up no stream over TCP (it
+    /// answers 461 Unsupported Transport, as UDP-only servers and older
+    /// cameras do), RTP over UDP at once. What worked is remembered for the
+    /// camera's later restarts. The default: a camera works without anyone
+    /// knowing which transports it allows.
     #[default]
-    Tcp,
-    /// RTP over UDP: a little less latency on a clean LAN, artefacts on loss.
-    Udp,
-    /// Let rtspsrc try UDP, multicast, then TCP.
     Auto,
+    /// Only RTP interleaved on the RTSP TCP connection.
+    Tcp,
+    /// Only RTP over UDP.
+    Udp,
+}
+
+/// The lower transport RTP rides on for one attempt to open an RTSP
+/// camera (rtspsrc's `protocols`).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum LowerTransport {
+    /// Interleaved on the RTSP TCP connection: one connection, through NAT
+    /// and firewalls, no loss.
+    Tcp,
+    /// RTP and RTCP on UDP ports of their own.
+    Udp,
+}
+
+impl LowerTransport {
+    /// "tcp" / "udp", as the config, the API and rtspsrc write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LowerTransport::Tcp => "tcp",
+            LowerTransport::Udp => "udp",
+        }
+    }
+
+    /// "TCP" / "UDP", for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            LowerTransport::Tcp => "TCP",
+            LowerTransport::Udp => "UDP",
+        }
+    }
+
+    /// The other one.
+    pub fn other(self) -> LowerTransport {
+        match self {
+            LowerTransport::Tcp => LowerTransport::Udp,
+            LowerTransport::Udp => LowerTransport::Tcp,
+        }
+    }
+}
+
+impl fmt::Display for LowerTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<LowerTransport> for Transport {
+    fn from(lower: LowerTransport) -> Transport {
+        match lower {
+            LowerTransport::Tcp => Transport::Tcp,
+            LowerTransport::Udp => Transport::Udp,
+        }
+    }
+}
+
+impl Transport {
+    /// The lower transports to try, in order, for one (re)start of an RTSP
+    /// camera: a pinned one alone; for `auto`, the one that worked last
+    /// (`remembered`) first, else TCP first; a URL scheme that forces one
+    /// (`rtspt://`, `rtspu://`) wins over `auto`.
+    pub fn order(
+        self,
+        forced: Option<LowerTransport>,
+        remembered: Option<LowerTransport>,
+    ) -> Vec<LowerTransport> {
+        match (self, forced) {
+            (Transport::Tcp, _) => vec![LowerTransport::Tcp],
+            (Transport::Udp, _) => vec![LowerTransport::Udp],
+            (Transport::Auto, Some(forced)) => vec![forced],
+            (Transport::Auto, None) => {
+                let first = remembered.unwrap_or(LowerTransport::Tcp);
+                vec![first, first.other()]
+            }
+        }
+    }
+}
+
+impl Source {
+    /// The lower transport an RTSP URL's scheme forces, if it does:
+    /// `rtspt://` (and `rtspst://`) TCP, `rtspu://` (and `rtspsu://`) UDP.
+    pub fn forced_transport(&self) -> Option<LowerTransport> {
+        let Source::Rtsp { url, .. } = self else {
+            return None;
+        };
+        match url.scheme() {
+            "rtspt" | "rtspst" => Some(LowerTransport::Tcp),
+            "rtspu" | "rtspsu" => Some(LowerTransport::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// What one attempt to open a camera uses, beyond its settings: the choices
+/// camstream makes (and remembers) for a camera that did not pin them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Attempt {
+    /// The RTSP lower transport; None renders the setting's first choice.
+    pub transport: Option<LowerTransport>,
+    /// The HTTP source serves single JPEG images, not an MJPEG stream:
+    /// poll it.
+    pub snapshots: bool,
 }
 
 #[cfg(test)]
@@ -457,6 +562,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn transports_to_try() {
+        use LowerTransport::{Tcp, Udp};
+        assert_eq!(Transport::default(), Transport::Auto);
+        assert_eq!(Transport::Auto.order(None, None), [Tcp, Udp]);
+        assert_eq!(Transport::Auto.order(None, Some(Udp)), [Udp, Tcp]);
+        assert_eq!(Transport::Auto.order(Some(Udp), Some(Tcp)), [Udp]);
+        assert_eq!(Transport::Tcp.order(None, Some(Udp)), [Tcp]);
+        assert_eq!(Transport::Udp.order(None, None), [Udp]);
+        let forced = |url: &str| Source::parse(url).unwrap().forced_transport();
+        assert_eq!(forced("rtsp://cam/x"), None);
+        assert_eq!(forced("rtspt://cam/x"), Some(Tcp));
+        assert_eq!(forced("rtspu://cam/x"), Some(Udp));
+        assert_eq!(forced("rtspsu://cam/x"), Some(Udp));
+        assert_eq!(forced("http://cam/x"), None);
     }
 
     #[test]
