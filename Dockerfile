@@ -114,8 +114,9 @@ RUN set -eu; \
 # thrown away, they let packaging/image/collect.sh copy exactly the plugin
 # files of the elements in packaging/image/elements.txt and the libraries
 # those load into /staging, leaving out what runtime-base already has.
-# gstreamer1.0-libav's plugin file is unpacked without its dependencies
-# (Debian's FFmpeg): it loads the ffmpeg stage's libraries.
+# gstreamer1.0-libav is installed without its dependencies (Debian's
+# FFmpeg): its plugin loads the ffmpeg stage's libraries. Installed, not
+# just unpacked, so the list of copied files can name its package.
 FROM runtime-base AS plugins
 RUN find / -xdev -not -type d >/var/tmp/runtime-base.files \
  && apt-get update \
@@ -124,7 +125,7 @@ RUN find / -xdev -not -type d >/var/tmp/runtime-base.files \
       gstreamer1.0-plugins-bad gstreamer1.0-x glib-networking libsoup-3.0-0 \
  && cd /var/tmp \
  && apt-get download gstreamer1.0-libav \
- && dpkg-deb -x gstreamer1.0-libav_*.deb / \
+ && dpkg --force-depends --install gstreamer1.0-libav_*.deb \
  && rm gstreamer1.0-libav_*.deb \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=ffmpeg /out/ /

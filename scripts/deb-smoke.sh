@@ -94,8 +94,9 @@ tool_s=$(( $(date +%s) - start ))
 
 start=$(date +%s)
 # cargo-deb builds the release binary (--locked: Cargo.lock's versions) and
-# prints the package's path.
-deb=$("$CARGO" deb --output target/debian/ -- --locked | tail -n 1) \
+# prints the package's path. --fast: lighter compression of the .deb, half
+# a minute less; what it installs is the same.
+deb=$("$CARGO" deb --fast --output target/debian/ -- --locked | tail -n 1) \
   || fail "cargo deb failed"
 [ -f "$deb" ] || fail "cargo deb made no package ($deb)"
 build_s=$(( $(date +%s) - start ))
