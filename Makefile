@@ -4,7 +4,7 @@
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 ARGS ?=
 
-.PHONY: run test lint deps test-deps build release fmt clean bench bench-quick docker-smoke validate-k8s
+.PHONY: run test lint deps test-deps build release fmt clean bench bench-quick docker-smoke validate-k8s deb-smoke
 
 ## run: serve camstream.toml (or the demo camera) on http://localhost:8000/
 run: deps
@@ -42,6 +42,10 @@ bench-quick: test-deps
 ## docker-smoke: build the container image, run it, check that it serves (docs/docker.md)
 docker-smoke:
 	scripts/docker-smoke.sh
+
+## deb-smoke: build the Debian package, install it here, check it serves, purge it (docs/deb.md; root)
+deb-smoke:
+	scripts/deb-smoke.sh
 
 deps:
 	@scripts/install-deps.sh
