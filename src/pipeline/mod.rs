@@ -10,6 +10,7 @@
 
 mod check;
 mod errors;
+mod jpegdec;
 mod packages;
 mod probe;
 
@@ -28,12 +29,22 @@ use crate::source::{Credentials, LOWRES_DECODER, PipelinePlan};
 
 pub use check::{PlanCheck, check_plan, is_installed};
 use errors::describe_error;
+pub use jpegdec::ELEMENT_NAME as DCT_JPEG_DECODER;
 pub use packages::{debian_package, missing_element_hint};
 pub use probe::{MEASURE_FOR, ProbeError, ProbeReport, probe};
 
-/// Initialises GStreamer once per process. Safe to call repeatedly.
+/// Initialises GStreamer and registers camstream's own elements, once per
+/// process. Safe to call repeatedly.
 pub fn init() -> Result<(), PipelineError> {
-    gst::init().map_err(|e| PipelineError::Init(e.to_string()))
+    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    gst::init().map_err(|e| PipelineError::Init(e.to_string()))?;
+    REGISTERED
+        .get_or_init(|| {
+            jpegdec::register()
+                .map_err(|e| format!("camstream's element {}: {e}", jpegdec::ELEMENT_NAME))
+        })
+        .clone()
+        .map_err(PipelineError::Init)
 }
 
 /// Why a pipeline could not be built, started or kept running. Messages are
