@@ -25,8 +25,10 @@ const SCALES: [(f64, u32, f64); 3] = [(0.5, 2, 45.0), (0.25, 4, 27.0), (0.125, 8
 
 /// Lowest PSNR accepted between the element's output and the full decode
 /// shrunk by block means, which is what a DCT reduced to its low
-/// frequencies computes: only rounding differs (measured 64.9-70.3 dB).
-const MIN_BLOCK_MEAN_PSNR_DB: f64 = 50.0;
+/// frequencies computes: only rounding differs, mostly the full decode's
+/// fast integer IDCT (measured 49.7-53.2 dB; a garbled reduced decode,
+/// such as TurboJPEG's fast-IDCT flag gives at 1/2, measured 22 dB).
+const MIN_BLOCK_MEAN_PSNR_DB: f64 = 45.0;
 
 /// How long a pipeline gets to hand over a frame: generous, the machine is
 /// shared.
@@ -263,7 +265,8 @@ fn matches_a_full_decode_scaled_down() {
         };
         assert_eq!(info.subsampling, expect_sampling, "jpegenc from {format}");
         // The full-size decode in the JPEG's own subsampling (jpegdec turns
-        // 4:2:2 into I420); the next test checks it against jpegdec.
+        // 4:2:2 into I420; the next test checks the element's full-size
+        // decode against jpegdec's).
         let full = dct_decode(1.0, &jpegs);
         for (max_scale, denominator, min_db) in SCALES {
             let (w, h) = (width / denominator, height / denominator);
@@ -308,16 +311,16 @@ fn matches_a_full_decode_scaled_down() {
 fn full_size_decode_is_jpegdec_exactly_and_greyscale_stays_grey() {
     init();
     // At max-scale 1 there is no reduction: the same libjpeg-turbo decode
-    // as jpegdec's (with libjpeg's default accurate IDCT), sample for sample.
+    // as jpegdec's (both with the fast integer IDCT), sample for sample.
     let jpegs = encode("ball", "I420", 320, 240, 2);
     let ours = dct_decode(1.0, &jpegs);
-    let (pipeline, reference) = run("jpegdec idct-method=islow", &jpegs);
+    let (pipeline, reference) = run("jpegdec", &jpegs);
     stop(pipeline);
     assert_eq!(ours, reference);
     // jpegdec halves 4:2:2 chroma to I420; the luma is the same.
     let jpegs = encode("ball", "Y42B", 320, 240, 1);
     let ours = dct_decode(1.0, &jpegs);
-    let (pipeline, reference) = run("jpegdec idct-method=islow", &jpegs);
+    let (pipeline, reference) = run("jpegdec", &jpegs);
     stop(pipeline);
     assert_eq!(ours[0].format, gst_video::VideoFormat::Y42b);
     assert!(ours[0].planes[0] == reference[0].planes[0]);
@@ -474,7 +477,9 @@ fn damaged_frames_are_dropped_and_counted_and_the_stream_goes_on() {
         "each damaged frame is counted: {:?}",
         bad.iter().map(|(name, _)| *name).collect::<Vec<_>>()
     );
-    assert_eq!(pipeline.current_state(), gst::State::Playing);
+    // Waits for a state change still under way on a loaded machine.
+    let (_, state, _) = pipeline.state(gst::ClockTime::from_seconds(10));
+    assert_eq!(state, gst::State::Playing);
     let bus = pipeline.bus().unwrap();
     if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
         panic!("damaged frames raised a pipeline error: {msg:?}");
@@ -508,4 +513,112 @@ fn size_and_subsampling_changes_mid_stream_renegotiate() {
         want.map(|(f, w, h)| (f.to_string(), w, h)).to_vec(),
         "the caps follow each frame's size and subsampling"
     );
+}
+
+/// A JPEG made by libjpeg-turbo's own compressor, for the layouts jpegenc
+/// cannot make: `pixels` in TurboJPEG pixel format `format`, compressed
+/// with subsampling code `subsampling`.
+fn turbo_compress(
+    pixels: &[u8],
+    width: i32,
+    height: i32,
+    format: turbojpeg_sys::TJPF,
+    subsampling: turbojpeg_sys::TJSAMP,
+) -> Vec<u8> {
+    use std::ffi::{c_int, c_ulong};
+    // SAFETY: the handle is checked, `pixels` holds width x height pixels
+    // of `format` (asserted by the callers' sizes), and TurboJPEG allocates
+    // the output, which is copied and freed.
+    unsafe {
+        let handle = turbojpeg_sys::tjInitCompress();
+        assert!(!handle.is_null());
+        let mut out: *mut u8 = std::ptr::null_mut();
+        let mut size: c_ulong = 0;
+        let rc = turbojpeg_sys::tjCompress2(
+            handle,
+            pixels.as_ptr(),
+            width,
+            0,
+            height,
+            format as c_int,
+            &mut out,
+            &mut size,
+            subsampling as c_int,
+            90,
+            0,
+        );
+        assert_eq!(rc, 0, "tjCompress2 failed");
+        let jpeg = std::slice::from_raw_parts(out, size as usize).to_vec();
+        turbojpeg_sys::tjFree(out);
+        turbojpeg_sys::tjDestroy(handle);
+        jpeg
+    }
+}
+
+#[test]
+fn layouts_without_a_planar_format_decode_to_rgbx_and_cmyk_is_dropped() {
+    init();
+    let (width, height) = (64usize, 48usize);
+    // A smooth gradient, so a quarter-size decode is a fair shrink of it.
+    let rgb: Vec<u8> = (0..width * height)
+        .flat_map(|i| {
+            let (x, y) = (i % width, i / width);
+            [(x * 4) as u8, (y * 5) as u8, 128]
+        })
+        .collect();
+    let s440 = turbo_compress(
+        &rgb,
+        width as i32,
+        height as i32,
+        turbojpeg_sys::TJPF_TJPF_RGB,
+        turbojpeg_sys::TJSAMP_TJSAMP_440,
+    );
+    assert_eq!(
+        jpeg::read_header(&s440).unwrap().subsampling,
+        jpeg::Subsampling::S440
+    );
+    let out = dct_decode(0.25, &[s440]);
+    assert_eq!(
+        (out[0].format, out[0].width, out[0].height),
+        (gst_video::VideoFormat::Rgbx, 16, 12)
+    );
+    // The top-left pixel of a quarter-size decode is the mean of the 4x4
+    // block it covers: red ~ 6, green ~ 7, blue 128.
+    let px = &out[0].planes[0][..4];
+    assert!(
+        px[0] < 20 && px[1] < 20 && (118..=138).contains(&px[2]),
+        "{px:?}"
+    );
+
+    let cmyk = vec![40u8; width * height * 4];
+    let cmyk = turbo_compress(
+        &cmyk,
+        width as i32,
+        height as i32,
+        turbojpeg_sys::TJPF_TJPF_CMYK,
+        turbojpeg_sys::TJSAMP_TJSAMP_444,
+    );
+    // A good frame after them: a stream that ends without one decodable
+    // frame gets GstVideoDecoder's "no valid frames found" error at end of
+    // stream, which is right for a source that never sent a picture.
+    let good = encode("smpte", "I420", 64, 48, 1).remove(0);
+    let (pipeline, pictures) = run("camstreamjpegdec name=dec", &[cmyk.clone(), cmyk, good]);
+    assert_eq!(pictures.len(), 1, "only the good frame is decoded");
+    let dec = pipeline.by_name("dec").unwrap();
+    assert_eq!(dec.property::<u64>("frames-dropped"), 2);
+    // Said once as a warning on the bus (camstream logs it), not an error.
+    let bus = pipeline.bus().unwrap();
+    let mut warnings = Vec::new();
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Warning, gst::MessageType::Error]) {
+        match msg.view() {
+            gst::MessageView::Warning(w) => warnings.push(w.error().to_string()),
+            _ => panic!("a CMYK JPEG raised an error: {msg:?}"),
+        }
+    }
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("configure the camera for YCbCr"),
+        "{warnings:?}"
+    );
+    stop(pipeline);
 }

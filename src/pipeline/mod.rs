@@ -237,12 +237,20 @@ impl Pipeline {
         let Some(decoder) = self.pipeline.by_name(LOWRES_DECODER) else {
             return (real_size, 0);
         };
-        let lowres = decoder
-            .property_value("lowres")
-            .transform::<i32>()
-            .ok()
-            .and_then(|v| v.get::<i32>().ok())
-            .map_or(0, |v| v.clamp(0, 3) as u32);
+        // camstream's DCT decoder reduces by the fraction its max-scale
+        // picks; avdec_mjpeg (in older templates) says it in `lowres`.
+        let lowres = if decoder.has_property("max-scale") {
+            crate::jpeg::dct_denominator(decoder.property::<f64>("max-scale")).trailing_zeros()
+        } else if decoder.has_property("lowres") {
+            decoder
+                .property_value("lowres")
+                .transform::<i32>()
+                .ok()
+                .and_then(|v| v.get::<i32>().ok())
+                .map_or(0, |v| v.clamp(0, 3) as u32)
+        } else {
+            0
+        };
         if let Some(pad) = decoder.static_pad("sink") {
             let store = Arc::clone(&real_size);
             pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {

@@ -17,7 +17,7 @@ use url::Url;
 
 pub use render::{
     LOWRES_DECODER, PLACEHOLDERS, PipelinePlan, PipelineText, RenderOptions, TemplateError,
-    mjpeg_lowres, plan, quote, render_template, tail,
+    jpeg_decoder, plan, quote, render_template, tail,
 };
 
 /// The test pattern shown by the built-in demo camera and by a bare `test:`.

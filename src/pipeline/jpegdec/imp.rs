@@ -241,7 +241,7 @@ impl VideoDecoderImpl for JpegDec {
                     gst::element_imp_warning!(
                         self,
                         gst::StreamError::Decode,
-                        ["CMYK JPEGs cannot be decoded here; configure the camera for YCbCr"]
+                        ("CMYK JPEGs cannot be decoded here; configure the camera for YCbCr")
                     );
                 }
                 return self.refuse(frame, "CMYK/YCCK JPEG");
@@ -276,19 +276,12 @@ impl VideoDecoderImpl for JpegDec {
                         strides[p] >= w && planes[p].len() >= strides[p] * h.saturating_sub(1) + w
                     });
                     if fits {
-                        decoder.decode_planes(
-                            data,
-                            subsampling,
-                            width,
-                            height,
-                            &mut planes,
-                            &strides,
-                        )
+                        decoder.decode_planes(data, &header, width, height, &mut planes, &strides)
                     } else {
                         self.decode_via_scratch(
                             &mut decoder,
                             data,
-                            subsampling,
+                            &header,
                             (width, height),
                             &sizes,
                             &info,
@@ -297,7 +290,7 @@ impl VideoDecoderImpl for JpegDec {
                         )
                     }
                 }
-                _ => decoder.decode_rgbx(data, width, height, planes[0], strides[0]),
+                _ => decoder.decode_rgbx(data, &header, width, height, planes[0], strides[0]),
             }
         };
         match result {
@@ -363,7 +356,7 @@ impl JpegDec {
         &self,
         decoder: &mut Decompressor,
         data: &[u8],
-        subsampling: Subsampling,
+        header: &turbo::Header,
         (width, height): (u32, u32),
         sizes: &[(usize, usize)],
         info: &gst_video::VideoInfo,
@@ -380,14 +373,7 @@ impl JpegDec {
             rest = tail;
         }
         let padded_strides: Vec<usize> = sizes.iter().map(|&(w, _)| w).collect();
-        decoder.decode_planes(
-            data,
-            subsampling,
-            width,
-            height,
-            &mut padded,
-            &padded_strides,
-        )?;
+        decoder.decode_planes(data, header, width, height, &mut padded, &padded_strides)?;
         for (p, (source, &(source_stride, _))) in padded.iter().zip(sizes).enumerate() {
             let row = info.comp_width(p as u8) as usize;
             let stride = strides[p];
