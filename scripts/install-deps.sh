@@ -4,6 +4,8 @@
 #   - GStreamer: the libraries and headers the Rust bindings link against,
 #     and the plugins camstream's pipelines use (base, good, bad, ugly,
 #     libav, and -x for the clock/text overlays);
+#   - libjpeg-turbo's TurboJPEG library and headers (camstream's own JPEG
+#     decoder links against it; at run time only libturbojpeg0 is needed);
 #   - with --test: also gst-rtsp-server (the tests' in-process RTSP server),
 #     chromium (the web page is tested in headless Chromium), prometheus
 #     (for `promtool check metrics`, which checks /metrics, and `promtool
@@ -25,6 +27,7 @@ packages=(
   gstreamer1.0-tools
   # TLS for rtsps:// and https:// sources (libsoup pulls it in too).
   glib-networking
+  libturbojpeg0-dev
 )
 for arg in "$@"; do
   case "$arg" in

@@ -402,7 +402,8 @@ pub struct CameraConfig {
     pub watchdog_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_viewers: Option<i64>,
-    /// MJPEG sources: decode at 1/2 or 1/4 size (avdec_mjpeg `lowres`).
+    /// MJPEG sources: decode straight to 1/2, 1/4 or 1/8 size in the DCT
+    /// (camstreamjpegdec); jpegdec at full size when false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mjpeg_lowres: Option<bool>,
     /// Seconds from a (re)start to the first frame.
@@ -690,7 +691,7 @@ impl CameraConfig {
             latency_ms: latency_ms.clamp(0, 10_000) as u32,
             watchdog: Duration::from_secs_f64(watchdog_s.clamp(0.5, 600.0)),
             max_viewers: max_viewers.max(1) as usize,
-            mjpeg_lowres: self.mjpeg_lowres.or(defaults.mjpeg_lowres).unwrap_or(false),
+            mjpeg_lowres: self.mjpeg_lowres.or(defaults.mjpeg_lowres).unwrap_or(true),
             first_frame_timeout: Duration::from_secs_f64(first_frame_timeout_s.clamp(1.0, 600.0)),
             tls_verify: self.tls_verify.or(defaults.tls_verify).unwrap_or(true),
             pipeline,

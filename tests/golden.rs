@@ -77,6 +77,11 @@ mjpeg_lowres = true"#,
 scale = 0.75
 mjpeg_lowres = true"#,
     ),
+    (
+        "http-jpegdec",
+        r#"source = "http://10.0.0.5:8080/video.mjpg"
+mjpeg_lowres = false"#,
+    ),
     ("file", r#"source = "/var/media/door clip.mp4""#),
     ("file-uri", r#"source = "file:///var/media/loop.mkv""#),
     (
@@ -256,7 +261,8 @@ fn every_template_in_pipelines_dir_has_a_case() {
 
 #[test]
 fn rendered_pipelines_parse_in_gstreamer() {
-    gst::init().unwrap();
+    // Registers camstream's own elements too (camstreamjpegdec).
+    camstream::pipeline::init().unwrap();
     for (name, body) in CASES {
         let plan = render(body);
         let parsed =

@@ -10,6 +10,7 @@
 
 mod check;
 mod errors;
+mod jpegdec;
 mod packages;
 mod probe;
 mod snapshot;
@@ -30,6 +31,7 @@ use crate::source::{Credentials, HttpMode, LOWRES_DECODER, PipelinePlan, SNAPSHO
 
 pub use check::{PlanCheck, check_plan, is_installed};
 use errors::{ErrorContext, bus_error};
+pub use jpegdec::ELEMENT_NAME as DCT_JPEG_DECODER;
 pub use packages::{debian_package, missing_element_hint};
 pub use probe::{MEASURE_FOR, ProbeError, ProbeReport, probe};
 use snapshot::{SnapshotPoller, SnapshotSource};
@@ -39,9 +41,18 @@ pub use transport::{FailureKind, TransportFailure, TransportFallback};
 /// answers with a single JPEG image instead of an MJPEG stream.
 const SINGLE_IMAGES: &str = "camstream-single-images";
 
-/// Initialises GStreamer once per process. Safe to call repeatedly.
+/// Initialises GStreamer and registers camstream's own elements, once per
+/// process. Safe to call repeatedly.
 pub fn init() -> Result<(), PipelineError> {
-    gst::init().map_err(|e| PipelineError::Init(e.to_string()))
+    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    gst::init().map_err(|e| PipelineError::Init(e.to_string()))?;
+    REGISTERED
+        .get_or_init(|| {
+            jpegdec::register()
+                .map_err(|e| format!("camstream's element {}: {e}", jpegdec::ELEMENT_NAME))
+        })
+        .clone()
+        .map_err(PipelineError::Init)
 }
 
 /// Why a pipeline could not be built, started or kept running. Messages are
@@ -398,12 +409,20 @@ impl Pipeline {
         let Some(decoder) = self.pipeline.by_name(LOWRES_DECODER) else {
             return (real_size, 0);
         };
-        let lowres = decoder
-            .property_value("lowres")
-            .transform::<i32>()
-            .ok()
-            .and_then(|v| v.get::<i32>().ok())
-            .map_or(0, |v| v.clamp(0, 3) as u32);
+        // camstream's DCT decoder reduces by the fraction its max-scale
+        // picks; avdec_mjpeg (in older templates) says it in `lowres`.
+        let lowres = if decoder.has_property("max-scale") {
+            crate::jpeg::dct_denominator(decoder.property::<f64>("max-scale")).trailing_zeros()
+        } else if decoder.has_property("lowres") {
+            decoder
+                .property_value("lowres")
+                .transform::<i32>()
+                .ok()
+                .and_then(|v| v.get::<i32>().ok())
+                .map_or(0, |v| v.clamp(0, 3) as u32)
+        } else {
+            0
+        };
         if let Some(pad) = decoder.static_pad("sink") {
             let store = Arc::clone(&real_size);
             pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {

@@ -17,7 +17,7 @@ use url::Url;
 
 pub use render::{
     DEFAULT_SNAPSHOT_FPS, HttpMode, LOWRES_DECODER, PLACEHOLDERS, PipelinePlan, PipelineText,
-    RenderOptions, SNAPSHOT_SOURCE, TemplateError, mjpeg_lowres, plan, quote, render_template,
+    RenderOptions, SNAPSHOT_SOURCE, TemplateError, jpeg_decoder, plan, quote, render_template,
     tail,
 };
 

@@ -30,7 +30,7 @@ pub const PLACEHOLDERS: &[(&str, &str)] = &[
     ("source", "camstream's own fragment for this source"),
     (
         "jpeg_decoder",
-        "the JPEG decoder: jpegdec, or avdec_mjpeg at 1/2 or 1/4 size with mjpeg_lowres",
+        "the JPEG decoder: camstreamjpegdec decoding at 1/2, 1/4 or 1/8 size in the DCT, or jpegdec with mjpeg_lowres = false",
     ),
 ];
 
@@ -69,8 +69,9 @@ pub struct RenderOptions {
     pub max_fps: Option<u32>,
     /// The output size as a factor of the source's.
     pub scale: f64,
-    /// Decode MJPEG at a reduced size when `scale` allows (see
-    /// [`mjpeg_lowres`]).
+    /// Decode MJPEG with camstream's own decoder, straight to the reduced
+    /// size `scale` allows (see [`jpeg_decoder`]); jpegdec at full size
+    /// when off.
     pub mjpeg_lowres: bool,
     /// Verify TLS certificates (`rtsps://`, `https://`) against the
     /// system's trust store.
@@ -87,7 +88,7 @@ impl Default for RenderOptions {
             quality: 80,
             max_fps: None,
             scale: crate::config::DEFAULT_SCALE,
-            mjpeg_lowres: false,
+            mjpeg_lowres: true,
             tls_verify: true,
             attempt: Attempt::default(),
         }
@@ -331,37 +332,34 @@ pub fn tail(opts: &RenderOptions) -> String {
     )
 }
 
-/// avdec_mjpeg's `lowres` for these options: 1 decodes at 1/2 size, 2 at
-/// 1/4, the largest reduction that stays at or above `scale` (the scaler
-/// does the rest, e.g. 1/4 then 1/2 for a scale of 1/8: GStreamer 1.22's
-/// avdec_mjpeg offers no 1/8). 0 when `mjpeg_lowres` is off.
+/// The element that decodes a JPEG stream for these options: camstream's
+/// own `camstreamjpegdec`, which decodes in the DCT straight to the
+/// smallest of 1/1, 1/2, 1/4, 1/8 at or above `scale` (the scaler does the
+/// rest), or with `mjpeg_lowres = false` jpegdec at full size.
 ///
-/// Off by default: measured on GStreamer 1.22 with FFmpeg 5.1, avdec_mjpeg
-/// at 1/4 size costs as much CPU as libjpeg-turbo's full-size jpegdec plus
-/// the scaler, and at 1/2 size a third more (docs/benchmarks.md).
-pub fn mjpeg_lowres(opts: &RenderOptions) -> u8 {
-    match opts.scale {
-        _ if !opts.mjpeg_lowres => 0,
-        s if s <= 0.25 => 2,
-        s if s <= 0.5 => 1,
-        _ => 0,
+/// On by default: decoding a 1080p MJPEG stream to 480x270 this way
+/// costs 0.7-0.8x the CPU of jpegdec plus the scaler (docs/benchmarks.md).
+/// avdec_mjpeg's `lowres`, which this replaces, saved nothing on
+/// GStreamer 1.22 with FFmpeg 5.1.
+pub fn jpeg_decoder(opts: &RenderOptions) -> String {
+    if opts.mjpeg_lowres {
+        format!(
+            "{} name={LOWRES_DECODER} max-scale={}",
+            crate::pipeline::DCT_JPEG_DECODER,
+            opts.scale.clamp(0.0, 1.0)
+        )
+    } else {
+        "jpegdec".to_string()
     }
 }
 
 /// Decoding a stream of JPEG images. jpegparse puts the JPEG's real size in
 /// the caps, which a reduced-size decoder's output no longer shows.
 fn mjpeg_decode(opts: &RenderOptions) -> String {
-    match mjpeg_lowres(opts) {
-        0 => "jpegdec".to_string(),
-        _ => format!("jpegparse ! {}", jpeg_decoder(opts)),
-    }
-}
-
-/// The element that decodes a JPEG stream for these options.
-fn jpeg_decoder(opts: &RenderOptions) -> String {
-    match mjpeg_lowres(opts) {
-        0 => "jpegdec".to_string(),
-        lowres => format!("avdec_mjpeg name={LOWRES_DECODER} lowres={lowres}"),
+    if opts.mjpeg_lowres {
+        format!("jpegparse ! {}", jpeg_decoder(opts))
+    } else {
+        jpeg_decoder(opts)
     }
 }
 
@@ -535,19 +533,23 @@ mod tests {
     }
 
     #[test]
-    fn lowres_follows_the_scale() {
-        let lowres = |scale, on| {
-            mjpeg_lowres(&RenderOptions {
+    fn jpeg_decoder_follows_the_option_and_the_scale() {
+        let decoder = |scale, on| {
+            jpeg_decoder(&RenderOptions {
                 scale,
                 mjpeg_lowres: on,
                 ..opts()
             })
         };
         assert_eq!(
-            [1.0, 0.6, 0.5, 0.3, 0.25, 0.125].map(|s| lowres(s, true)),
-            [0, 0, 1, 1, 2, 2]
+            decoder(0.25, true),
+            "camstreamjpegdec name=camstream_dec max-scale=0.25"
         );
-        assert_eq!(lowres(0.25, false), 0);
+        assert_eq!(
+            decoder(2.0, true),
+            "camstreamjpegdec name=camstream_dec max-scale=1"
+        );
+        assert_eq!(decoder(0.25, false), "jpegdec");
     }
 
     #[test]
