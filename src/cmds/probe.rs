@@ -14,6 +14,7 @@ use serde::de::IntoDeserializer;
 use super::parse_seconds;
 use crate::config::{CameraConfig, CameraId, DEFAULT_PIPELINES_DIR, Defaults, SourceValue};
 use crate::pipeline::{self, MEASURE_FOR, ProbeReport};
+use crate::redact::{KnownSecrets, Redactor, find_secrets};
 use crate::source::Transport;
 
 /// What `camstream probe` takes.
@@ -46,9 +47,11 @@ fn parse_transport(text: &str) -> Result<Transport, String> {
         .map_err(|_: serde::de::value::Error| format!("\"{text}\" is not tcp, udp or auto"))
 }
 
-/// Probes the source and writes the report to `out`. Errors name the
-/// source with its password masked.
-pub fn run(args: &ProbeArgs, out: &mut impl Write) -> anyhow::Result<()> {
+/// Probes the source and writes the report to `out`. The source's secrets
+/// are masked in the report, in errors and (through `secrets`, the log
+/// writer's) in log lines.
+pub fn run(args: &ProbeArgs, secrets: &KnownSecrets, out: &mut impl Write) -> anyhow::Result<()> {
+    secrets.learn(&Redactor::new(find_secrets(&args.source)));
     let mut camera = CameraConfig::new(CameraId::new("probe").expect("a valid id"));
     camera.source = Some(SourceValue::Text(args.source.clone()));
     camera.pipeline_file = args.pipeline_file.clone();
@@ -57,14 +60,18 @@ pub fn run(args: &ProbeArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let settings = camera
         .resolve(&Defaults::default(), &args.pipelines_dir)
         .map_err(|e| anyhow!(e))?;
-    let plan = settings.plan()?;
+    secrets.learn(&settings.redactor());
+    let redactor = secrets.redactor();
+    let plan = settings
+        .plan()
+        .map_err(|e| anyhow!(redactor.redact(&e.to_string())))?;
     let shown = settings.source_display();
     writeln!(out, "source:      {shown}")?;
     if let Some(o) = &settings.pipeline {
-        writeln!(out, "template:    {}", o.origin)?;
+        writeln!(out, "template:    {}", redactor.redact(&o.origin))?;
     }
-    let report = pipeline::probe(&plan, settings.scale, settings.redactor(), args.timeout)
-        .map_err(|e| anyhow!("{shown}: {e}"))?;
+    let report = pipeline::probe(&plan, settings.scale, redactor.clone(), args.timeout)
+        .map_err(|e| anyhow!(redactor.redact(&format!("{shown}: {e}"))))?;
     write_report(&report, plan.managed.then_some(settings.scale), out)?;
     Ok(())
 }

@@ -19,6 +19,7 @@ use warp::http::{HeaderValue, header};
 
 use super::AppState;
 use crate::camera::State;
+use crate::redact::Redactor;
 
 /// What Prometheus expects for the text format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -35,6 +36,9 @@ const STATES: [State; 6] = [
 /// Builds the exposition text.
 struct Exposition {
     out: String,
+    /// Label values are masked like everything else camstream says (they
+    /// are ids and names camstream checks, but a check is not a mask).
+    redactor: Redactor,
 }
 
 impl Exposition {
@@ -51,7 +55,11 @@ impl Exposition {
                 if i > 0 {
                     self.out.push(',');
                 }
-                let _ = write!(self.out, "{key}=\"{}\"", escape(value));
+                let _ = write!(
+                    self.out,
+                    "{key}=\"{}\"",
+                    escape(&self.redactor.redact(value))
+                );
             }
             self.out.push('}');
         }
@@ -80,6 +88,7 @@ pub fn render(state: &AppState) -> warp::reply::Response {
     let cameras = state.cameras.all();
     let mut e = Exposition {
         out: String::with_capacity(4096 + cameras.len() * 3072),
+        redactor: state.control.secrets().redactor(),
     };
 
     e.family(
