@@ -380,19 +380,30 @@ fn markers(text: &str) -> Vec<String> {
     found
 }
 
-/// Fails with every line of `text` that shows a secret.
+/// Fails naming every place `text` shows a secret, with some context.
 fn assert_no_secret(what: &str, text: &str, hidden: &[String]) {
-    let leaks: Vec<&str> = text
-        .lines()
-        .filter(|line| {
-            !markers(line).is_empty() || hidden.iter().any(|h| line.contains(h.as_str()))
-        })
+    let mut leaks: Vec<usize> = (text.match_indices("Zk"))
+        .map(|(pos, _)| pos)
+        .filter(|pos| !markers(&text[*pos..(pos + 5).min(text.len())]).is_empty())
         .collect();
+    for h in hidden {
+        leaks.extend(text.match_indices(h.as_str()).map(|(pos, _)| pos));
+    }
+    let context = |pos: usize| {
+        let start = text.floor_char_boundary(pos.saturating_sub(100));
+        let end = text.ceil_char_boundary((pos + 60).min(text.len()));
+        text[start..end].replace('\n', "\\n")
+    };
     assert!(
         leaks.is_empty(),
-        "{what} shows a secret in {} line(s):\n{}",
+        "{what} shows a secret {} time(s), e.g.:\n{}",
         leaks.len(),
-        leaks.join("\n")
+        leaks
+            .iter()
+            .take(8)
+            .map(|p| context(*p))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 

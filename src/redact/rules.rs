@@ -163,7 +163,7 @@ fn assignments(text: &str, hits: &mut Vec<Hit>) {
         let query = key_end == eq
             && key_start > 0
             && matches!(bytes[key_start - 1], b'?' | b'&' | b';')
-            && !bytes.get(eq + 1).is_some_and(|b| *b == b' ');
+            && bytes.get(eq + 1).is_none_or(|b| *b != b' ');
         let name = base_name(&text[key_start..key_end]);
         let (secret, value, kind) = if query {
             (
