@@ -16,6 +16,7 @@ use crate::control::{Control, ReloadSummary};
 use crate::http::access::RouteSpec;
 use crate::http::server::{Connections, ServerOptions, serve};
 use crate::http::{AppState, routes};
+use crate::redact::KnownSecrets;
 use crate::registry::Cameras;
 
 /// A running server.
@@ -33,6 +34,12 @@ impl App {
     /// Binds `config.server.listen` (port 0 picks a free port), starts every
     /// camera's supervisor and begins serving.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        App::build_with(config, KnownSecrets::default()).await
+    }
+
+    /// [`App::build`], adding the secrets of every configuration it applies
+    /// to `secrets` (the log writer's; see [`crate::logging::init`]).
+    pub async fn build_with(config: Config, secrets: KnownSecrets) -> anyhow::Result<App> {
         crate::pipeline::init()?;
         let listen = config.server.listen;
         let listener = TcpListener::bind(listen).await.with_context(|| {
@@ -52,6 +59,7 @@ impl App {
             &config,
             Arc::clone(&cameras),
             shutdown.clone(),
+            secrets,
         ));
         // Starting is a reload from nothing: every camera is "added", and
         // config problems and auth warnings are logged on the way.

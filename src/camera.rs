@@ -26,7 +26,7 @@ use crate::frames::{
 use crate::pipeline::{
     FrameOutput, Pipeline, PipelineError, PipelineEvent, TransportFallback, render_placeholder,
 };
-use crate::redact::Redactor;
+use crate::redact::{KnownSecrets, Redactor};
 use crate::source::{Attempt, HttpMode, LowerTransport, PipelinePlan, Source};
 
 /// First retry delay after a failure; short, because most failures are a
@@ -193,6 +193,10 @@ pub struct Camera {
     last_output: AtomicU64,
     cancel: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Every secret of the running configuration: `last_error` and what
+    /// [`Camera::info`] shows are masked with them, so a camera's error
+    /// that quotes another secret (a token in a URL path) is masked too.
+    secrets: KnownSecrets,
 }
 
 /// A camera that was streaming is down: its viewers get a placeholder
@@ -294,7 +298,13 @@ fn transport_phrase(plan: &PipelinePlan) -> Option<String> {
 
 impl Camera {
     /// Creates the camera and starts its supervisor on the current runtime.
-    pub fn spawn(id: CameraId, configured: Configured, parent: &CancellationToken) -> Arc<Camera> {
+    /// `secrets` (the running configurations') masks what it shows.
+    pub fn spawn(
+        id: CameraId,
+        configured: Configured,
+        parent: &CancellationToken,
+        secrets: KnownSecrets,
+    ) -> Arc<Camera> {
         let camera = Arc::new(Camera {
             id,
             configured: watch::Sender::new(Arc::new(configured)),
@@ -306,6 +316,7 @@ impl Camera {
             last_output: AtomicU64::new(0),
             cancel: parent.child_token(),
             task: Mutex::new(None),
+            secrets,
         });
         let span = tracing::info_span!("camera", id = %camera.id);
         let task = tokio::spawn(Arc::clone(&camera).supervise().instrument(span));
@@ -429,7 +440,13 @@ impl Camera {
     }
 
     fn record_error(&self, state: State, error: &CameraError, retry_in: Option<Duration>) {
-        let message = error.to_string();
+        // Errors are built from masked parts; `last_error` is shown by the
+        // API and in 503s, so mask once more with every secret known.
+        let mut redactor = self.secrets.redactor();
+        if let Ok(settings) = &self.configured().settings {
+            redactor = redactor.union(&settings.redactor());
+        }
+        let message = redactor.redact(&error.to_string());
         self.status.send_modify(|st| {
             st.state = state;
             st.since = SystemTime::now();
@@ -986,7 +1003,8 @@ impl Drop for Viewer {
 #[derive(Debug)]
 pub struct ViewerGuard(#[allow(dead_code)] Viewer);
 
-/// A camera as the JSON API shows it. The source's password is masked.
+/// A camera as the JSON API shows it. Every secret in its strings is
+/// masked.
 #[derive(Clone, Debug, Serialize)]
 pub struct CameraInfo {
     pub id: CameraId,
@@ -1044,16 +1062,20 @@ impl Camera {
         let frames_out = self.stats.frames_out.load(Ordering::Relaxed);
         let (starts, restarts) = self.starts();
         let id = self.id.as_str();
+        // Masked here, once, for everything that shows a camera.
+        let secrets = self.secrets.redactor();
         CameraInfo {
             id: self.id.clone(),
-            name: configured.name.clone(),
-            source: settings
-                .map(CameraSettings::source_display)
-                .unwrap_or_default(),
+            name: secrets.redact(&configured.name),
+            source: secrets.redact(
+                &settings
+                    .map(CameraSettings::source_display)
+                    .unwrap_or_default(),
+            ),
             kind: settings.and_then(|s| s.source.as_ref()).map(|s| s.kind()),
             state: status.state,
             since: rfc3339(status.since),
-            last_error: status.last_error.clone(),
+            last_error: status.last_error.as_deref().map(|e| secrets.redact(e)),
             last_error_at: status.last_error_at.map(rfc3339),
             retry_in_s: status.retry_in.map(|d| d.as_secs_f64()),
             offline_since: status.offline_since.map(rfc3339),

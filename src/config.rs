@@ -492,18 +492,32 @@ impl CameraSettings {
         source::plan(self.source.as_ref(), text, &opts)
     }
 
-    /// Masks this camera's passwords in any text.
+    /// Masks this camera's secrets in any text: those of its source and
+    /// those the redactor's rules find in its override.
     pub fn redactor(&self) -> Redactor {
-        Redactor::new(self.source.iter().flat_map(Source::secrets))
+        Redactor::new(self.secrets())
     }
 
-    /// The source as shown to people: password masked.
+    fn secrets(&self) -> Vec<String> {
+        let from_override = self
+            .pipeline
+            .iter()
+            .flat_map(|o| crate::redact::find_secrets(&o.text));
+        self.source
+            .iter()
+            .flat_map(Source::secrets)
+            .chain(from_override)
+            .collect()
+    }
+
+    /// The source as shown to people: every secret masked.
     pub fn source_display(&self) -> String {
-        match (&self.source, &self.pipeline) {
+        let shown = match (&self.source, &self.pipeline) {
             (Some(source), _) => source.to_string(),
-            (None, Some(o)) => format!("pipeline: {}", redact_text(&o.origin)),
+            (None, Some(o)) => format!("pipeline: {}", o.origin),
             (None, None) => String::new(),
-        }
+        };
+        self.redactor().redact(&shown)
     }
 
     /// The built-in demo camera.
@@ -961,6 +975,30 @@ impl Config {
         Ok(config)
     }
 
+    /// Masks every secret this configuration holds: each camera's (also of
+    /// a camera whose settings are invalid, from what its entry says) and
+    /// the `[server.auth]` tokens and passwords.
+    pub fn redactor(&self) -> Redactor {
+        let mut secrets = Vec::new();
+        for entry in &self.cameras {
+            if let Ok(settings) = &entry.settings {
+                secrets.extend(settings.secrets());
+            }
+            if let Some(camera) = &entry.config {
+                if let Some(SourceValue::Text(source)) = &camera.source {
+                    secrets.extend(crate::redact::find_secrets(source));
+                }
+                if let Some(pipeline) = &camera.pipeline {
+                    secrets.extend(crate::redact::find_secrets(pipeline));
+                }
+            }
+        }
+        if let Some(auth) = &self.server.auth {
+            secrets.extend(auth.secrets());
+        }
+        Redactor::new(secrets)
+    }
+
     /// The pipelines directory, resolved.
     pub fn pipelines_dir(&self) -> PathBuf {
         self.server
@@ -1174,6 +1212,39 @@ mod tests {
         for bad in [".", "..", "a/b", "a%20", ""] {
             assert!(CameraId::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_redactor_knows_every_secret_of_the_file() {
+        let config = parse(
+            "[server.auth]\ntokens = [\"admin-token-0123456789\"]\n\
+             view_tokens = [\"view-token-0123456789\"]\n\
+             [[server.auth.users]]\nname = \"ann\"\npassword = \"ann-plain-pw\"\n\
+             [[cameras]]\nid = \"url\"\nsource = \"rtsp://admin:url-pw-1@cam/x\"\n\
+             [[cameras]]\nid = \"query\"\nsource = \"http://cam/v.cgi?user=a&pwd=query-pw-2\"\n\
+             [[cameras]]\nid = \"override\"\npipeline = \"rtspsrc location=rtsp://cam/x user-pw = 'prop pw 3' ! decodebin\"\n\
+             [[cameras]]\nid = \"invalid\"\nsource = \"rtsp://admin:invalid-pw-4@cam/x\"\nscale = 7\n\
+             [[cameras]]\nid = \"unreadable\"\nsource = \"rtsp://admin:unreadable-pw-5@cam/x\"\nsclae = 1\n",
+        )
+        .unwrap();
+        let r = config.redactor();
+        for secret in [
+            "admin-token-0123456789",
+            "view-token-0123456789",
+            "ann-plain-pw",
+            &crate::redact::basic_credentials("ann", "ann-plain-pw"),
+            "url-pw-1",
+            &crate::redact::basic_credentials("admin", "url-pw-1"),
+            "query-pw-2",
+            "prop pw 3",
+            "invalid-pw-4",
+        ] {
+            assert_eq!(r.redact(&format!("<{secret}>")), "<***>", "{secret}");
+        }
+        // An entry serde cannot read is kept only as its error, which the
+        // rules mask where it quotes the source.
+        let err = config.cameras[4].settings.as_ref().unwrap_err();
+        assert!(!err.contains("unreadable-pw-5"), "{err}");
     }
 
     #[test]

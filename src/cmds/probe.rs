@@ -14,6 +14,7 @@ use serde::de::IntoDeserializer;
 use super::parse_seconds;
 use crate::config::{CameraConfig, CameraId, DEFAULT_PIPELINES_DIR, Defaults, SourceValue};
 use crate::pipeline::{self, MEASURE_FOR, ProbeError, ProbeReport, TransportFallback};
+use crate::redact::{KnownSecrets, Redactor, find_secrets};
 use crate::source::{Attempt, HttpMode, LowerTransport, PipelinePlan, Source, Transport};
 
 /// What `camstream probe` takes.
@@ -54,9 +55,11 @@ fn parse_transport(text: &str) -> Result<Transport, String> {
         .map_err(|_: serde::de::value::Error| format!("\"{text}\" is not tcp, udp or auto"))
 }
 
-/// Probes the source and writes the report to `out`. Errors name the
-/// source with its password masked.
-pub fn run(args: &ProbeArgs, out: &mut impl Write) -> anyhow::Result<()> {
+/// Probes the source and writes the report to `out`. The source's secrets
+/// are masked in the report, in errors and (through `secrets`, the log
+/// writer's) in log lines.
+pub fn run(args: &ProbeArgs, secrets: &KnownSecrets, out: &mut impl Write) -> anyhow::Result<()> {
+    secrets.learn(&Redactor::new(find_secrets(&args.source)));
     let mut camera = CameraConfig::new(CameraId::new("probe").expect("a valid id"));
     camera.source = Some(SourceValue::Text(args.source.clone()));
     camera.pipeline_file = args.pipeline_file.clone();
@@ -67,10 +70,12 @@ pub fn run(args: &ProbeArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let settings = camera
         .resolve(&Defaults::default(), &args.pipelines_dir)
         .map_err(|e| anyhow!(e))?;
+    secrets.learn(&settings.redactor());
+    let redactor = secrets.redactor();
     let shown = settings.source_display();
     writeln!(out, "source:      {shown}")?;
     if let Some(o) = &settings.pipeline {
-        writeln!(out, "template:    {}", o.origin)?;
+        writeln!(out, "template:    {}", redactor.redact(&o.origin))?;
     }
     // The same walk as a camera's start: RTSP over TCP, then UDP if the
     // server refuses TCP; an HTTP source answering with one image is
@@ -89,21 +94,25 @@ pub fn run(args: &ProbeArgs, out: &mut impl Write) -> anyhow::Result<()> {
             transport: walk.current(),
             snapshots,
         };
-        let plan = settings.plan_attempt(attempt)?;
+        let plan = settings
+            .plan_attempt(attempt)
+            .map_err(|e| anyhow!(redactor.redact(&e.to_string())))?;
         let left = deadline.saturating_duration_since(Instant::now());
-        match pipeline::probe(&plan, settings.scale, settings.redactor(), left) {
+        match pipeline::probe(&plan, settings.scale, redactor.clone(), left) {
             Ok(report) => break (report, plan),
             Err(ProbeError::SingleImages) if !snapshots => snapshots = true,
             // The whole --timeout, not what was left of it for this attempt.
             Err(ProbeError::Timeout(_)) => {
-                return Err(anyhow!("{shown}: {}", ProbeError::Timeout(args.timeout)));
+                return Err(anyhow!(
+                    redactor.redact(&format!("{shown}: {}", ProbeError::Timeout(args.timeout)))
+                ));
             }
             Err(ProbeError::Pipeline(error)) => {
                 if let Some(error) = walk.failed(error) {
-                    return Err(anyhow!("{shown}: {error}"));
+                    return Err(anyhow!(redactor.redact(&format!("{shown}: {error}"))));
                 }
             }
-            Err(error) => return Err(anyhow!("{shown}: {error}")),
+            Err(error) => return Err(anyhow!(redactor.redact(&format!("{shown}: {error}")))),
         }
     };
     write_transport(&plan, walk.is_fallback(), out)?;

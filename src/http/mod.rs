@@ -27,6 +27,7 @@ use crate::camera::{Camera, OpenError, Viewer};
 use crate::config::CameraId;
 use crate::control::{Control, ManageError};
 use crate::frames::FrameKind;
+use crate::redact::redact_text;
 use crate::registry::Cameras;
 
 /// How long a new viewer or a snapshot waits for the first frame of a
@@ -182,10 +183,12 @@ struct ErrorDetail<'a> {
 
 impl Reply for ApiError {
     fn into_response(self) -> warp::reply::Response {
+        // Messages are built from masked parts; the rules run once more
+        // here, as a net under every one of them.
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
-                message: self.to_string(),
+                message: redact_text(&self.to_string()).into_owned(),
             },
         };
         let mut response =

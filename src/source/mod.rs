@@ -148,8 +148,11 @@ impl Source {
         }
         // OpenCV treats any string containing '!' as a GStreamer pipeline
         // when built with GStreamer; do the same before looking for a scheme,
-        // since a pipeline may well contain "rtsp://".
-        if spec.contains('!') {
+        // since a pipeline may well contain "rtsp://". Except a URL alone:
+        // a password may hold a '!' (`rtsp://admin:Pass1!@cam/x`), and a
+        // pipeline has more than one word.
+        let url_alone = scheme_of(spec).is_some() && !spec.contains(char::is_whitespace);
+        if spec.contains('!') && !url_alone {
             return Ok(Source::Launch {
                 description: spec.to_string(),
             });
@@ -217,19 +220,40 @@ impl Source {
         }
     }
 
-    /// The passwords this source holds, for a [`crate::redact::Redactor`].
+    /// The secrets this source holds, for a [`crate::redact::Redactor`]:
+    /// the URL's password (and its Basic form), credential query
+    /// parameters, and what the rules find in a pipeline or path.
     pub fn secrets(&self) -> Vec<String> {
-        self.credentials()
-            .map(|c| vec![c.password.clone()])
-            .unwrap_or_default()
+        let mut secrets = Vec::new();
+        if let Some(c) = self.credentials() {
+            secrets.push(c.password.clone());
+            secrets.push(crate::redact::basic_credentials(&c.user, &c.password));
+        }
+        let text = match self {
+            Source::Rtsp { url, .. } | Source::Http { url, .. } => url.to_string(),
+            Source::Launch { description } => description.clone(),
+            Source::File { path } => path.to_string_lossy().into_owned(),
+            Source::V4l2 { .. } | Source::Test { .. } => String::new(),
+        };
+        secrets.extend(crate::redact::find_secrets(&text));
+        secrets
     }
 }
 
-/// Shown with the password masked: this is the form for logs and the API.
+/// Shown with every secret masked (the URL's password, credential query
+/// parameters, secret properties): this is the form for logs and the API.
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.unmasked_display();
+        f.write_str(&crate::redact::redact_text(&shown))
+    }
+}
+
+impl Source {
+    /// The source as [`fmt::Display`] shows it, before the redactor's
+    /// rules run; only the URL's own credentials are replaced here.
+    fn unmasked_display(&self) -> String {
         match self {
-            Source::V4l2 { device } => f.write_str(device),
             Source::Rtsp { url, credentials } | Source::Http { url, credentials } => {
                 let mut shown = url.clone();
                 if let Some(c) = credentials {
@@ -238,16 +262,17 @@ impl fmt::Display for Source {
                     let _ = shown.set_username(&c.user);
                     let _ = shown.set_password(Some(crate::redact::MASK));
                 }
-                f.write_str(shown.as_str())
+                shown.to_string()
             }
-            Source::File { path } => write!(f, "{}", path.display()),
+            Source::V4l2 { device } => device.clone(),
+            Source::File { path } => path.display().to_string(),
             Source::Test {
                 pattern,
                 width,
                 height,
                 fps,
-            } => write!(f, "test:{pattern}?width={width}&height={height}&fps={fps}"),
-            Source::Launch { description } => f.write_str(&crate::redact::redact_text(description)),
+            } => format!("test:{pattern}?width={width}&height={height}&fps={fps}"),
+            Source::Launch { description } => description.clone(),
         }
     }
 }
@@ -511,6 +536,12 @@ mod tests {
         // element, and never shown.
         let (_, creds) = rtsp("rtsp://admin:p%40ss+w%3Ad@cam/x");
         assert_eq!(creds.unwrap().password, "p@ss+w:d");
+        // A '!' in the password leaves a URL a URL.
+        let (url, creds) = rtsp("rtsp://admin:Pass1!@cam/x");
+        assert_eq!(
+            (url.as_str(), creds.unwrap().password.as_str()),
+            ("rtsp://cam/x", "Pass1!")
+        );
         let shown = Source::parse("rtsp://admin:12345@cam/x")
             .unwrap()
             .to_string();
@@ -562,6 +593,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("secret"), "{err}");
+        // Query parameters carrying credentials are masked when shown.
+        let shown = Source::parse("http://cam/videostream.cgi?user=admin&pwd=Foscam1")
+            .unwrap()
+            .to_string();
+        assert_eq!(shown, "http://cam/videostream.cgi?user=admin&pwd=***");
+        let secrets = Source::parse("http://u:p4ss@cam/v.cgi?loginpas=Dahua1")
+            .unwrap()
+            .secrets();
+        for secret in [
+            "p4ss",
+            "Dahua1",
+            &crate::redact::basic_credentials("u", "p4ss"),
+        ] {
+            assert!(secrets.iter().any(|s| s == secret), "{secret}: {secrets:?}");
+        }
     }
 
     #[test]
