@@ -103,9 +103,10 @@ pub fn run(args: &ProbeArgs, secrets: &KnownSecrets, out: &mut impl Write) -> an
             Err(ProbeError::SingleImages) if !snapshots => snapshots = true,
             // The whole --timeout, not what was left of it for this attempt.
             Err(ProbeError::Timeout(_)) => {
-                return Err(anyhow!(
-                    redactor.redact(&format!("{shown}: {}", ProbeError::Timeout(args.timeout)))
-                ));
+                return Err(anyhow!(redactor.redact(&format!(
+                    "{shown}: {}",
+                    ProbeError::Timeout(args.timeout)
+                ))));
             }
             Err(ProbeError::Pipeline(error)) => {
                 if let Some(error) = walk.failed(error) {
