@@ -4,15 +4,22 @@
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 ARGS ?=
 
-.PHONY: run test lint deps test-deps build release fmt clean bench bench-quick docker-smoke
+.PHONY: run test lint deps test-deps build release fmt clean bench bench-quick docker-smoke validate-k8s deb-smoke
 
 ## run: serve camstream.toml (or the demo camera) on http://localhost:8000/
 run: deps
 	$(CARGO) run --release -- $(ARGS)
 
-## test: the whole test suite, against real GStreamer pipelines
+## test: the whole test suite, against real GStreamer pipelines, then the
+## Kubernetes manifests' offline checks
 test: test-deps
 	$(CARGO) test --all-targets
+	scripts/validate-k8s.sh
+
+## validate-k8s: deploy/kubernetes against the Kubernetes schemas, and its
+## configs through `camstream check`, without a cluster
+validate-k8s: test-deps
+	scripts/validate-k8s.sh
 
 ## lint: formatting and clippy, as CI runs them (--all-targets includes
 ## the benchmark, which `make test` also builds and self-tests)
@@ -35,6 +42,10 @@ bench-quick: test-deps
 ## docker-smoke: build the container image, run it, check that it serves (docs/docker.md)
 docker-smoke:
 	scripts/docker-smoke.sh
+
+## deb-smoke: build the Debian package, install it here, check it serves, purge it (docs/deb.md; root)
+deb-smoke:
+	scripts/deb-smoke.sh
 
 deps:
 	@scripts/install-deps.sh

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Builds the container image from the shipped Dockerfile, runs it, and checks
 # what a user relies on, then removes the container:
+#   - the image is at most MAX_IMAGE_MB (300 MB) uncompressed;
 #   - GET /healthz answers 200, and the image's own HEALTHCHECK passes;
 #   - the demo camera's MJPEG stream delivers JPEG frames (multipart parts
-#     parsed, each a whole JPEG from SOI to EOI);
+#     parsed, each a whole JPEG from SOI to EOI; scripts/smoke-stream.py);
 #   - it runs as a non-root user in the `video` group;
 #   - `camstream check` inside the image finds every GStreamer element that
-#     the shipped templates and docker/camstream.toml need;
+#     every shipped template, every kind of source (scripts/smoke-config.sh)
+#     and docker/camstream.toml need, including what decodebin picks;
+#   - text is drawn with a real font: the offline placeholder of a camera
+#     that drops arrives, fontconfig finds the image's font, and no
+#     Fontconfig, Pango or GStreamer complaint is logged;
 #   - `docker stop` (SIGTERM to PID 1) stops it cleanly with exit status 0.
 #
 # Uses docker when a Docker engine answers, else podman (as root), making the
@@ -26,6 +31,9 @@ NAME=camstream-smoke-$$
 # How long the server may take to answer /healthz after `run`: GStreamer's
 # first plugin scan in a fresh container takes a few seconds on 2 cores.
 READY_TIMEOUT_S=60
+# The image's size limit (issue 13): a small edge box pulls it over a slow
+# link and keeps it on an SD card.
+MAX_IMAGE_MB=300
 
 say() { echo "docker-smoke: $*"; }
 skip() {
@@ -71,7 +79,7 @@ case "$engine" in
     build_flags=()
     oneshot_flags=()
     quiet() { "$@"; }
-    rm_container() { docker rm -f "$NAME" >/dev/null 2>&1 || true; }
+    rm_named() { docker rm -f "$1" >/dev/null 2>&1 || true; }
     ;;
   podman)
     [ "$(id -u)" -eq 0 ] || skip "no Docker engine answers, and podman needs root here (rootless podman cannot use this VM's cgroups)"
@@ -87,10 +95,11 @@ case "$engine" in
     # (the HEALTHCHECK is run directly below).
     oneshot_flags=(--no-healthcheck)
     quiet() { "$@" 2> >(grep -v "unable to get systemd connection" >&2); }
-    rm_container() { podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true; }
+    rm_named() { podman rm -f -t 0 "$1" >/dev/null 2>&1 || true; }
     ;;
   *) skip "unknown CAMSTREAM_SMOKE_ENGINE=$engine (use docker or podman)" ;;
 esac
+rm_container() { rm_named "$NAME"; }
 trap rm_container EXIT
 
 # --- build ------------------------------------------------------------------
@@ -98,8 +107,11 @@ say "building $IMAGE with $engine"
 build_start=$(date +%s)
 $engine build "${build_flags[@]}" -t "$IMAGE" . || fail "the image does not build"
 build_s=$(( $(date +%s) - build_start ))
-say "built in ${build_s}s; image size: $($engine image inspect --format '{{.Size}}' "$IMAGE" \
-  | awk '{printf "%.0f MB", $1 / 1e6}')"
+size_bytes=$($engine image inspect --format '{{.Size}}' "$IMAGE")
+size_mb=$(( (size_bytes + 500000) / 1000000 ))
+say "built in ${build_s}s; image size: $size_mb MB ($size_bytes bytes, uncompressed)"
+[ "$size_bytes" -le $(( MAX_IMAGE_MB * 1000000 )) ] \
+  || fail "the image is $size_mb MB, over the $MAX_IMAGE_MB MB limit (docs/docker.md: what is in the image)"
 
 # --- run --------------------------------------------------------------------
 run_start=$(date +%s)
@@ -110,66 +122,11 @@ port=$($engine port "$NAME" 8000 | head -n 1 | sed 's/.*://')
 [ -n "$port" ] || fail "port 8000 is not published"
 say "container $NAME serves on 127.0.0.1:$port"
 
-# /healthz, then the demo camera's stream: read parts until two whole JPEG
-# frames arrived, checking the framing as a browser would.
-python3 - "$port" "$READY_TIMEOUT_S" <<'EOF' || fail "HTTP checks failed"
-import json, sys, time, urllib.request
-
-port, ready_timeout = int(sys.argv[1]), float(sys.argv[2])
-base = f"http://127.0.0.1:{port}"
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-deadline = time.time() + ready_timeout
-while True:
-    try:
-        with opener.open(f"{base}/healthz", timeout=5) as r:
-            if r.status == 200:
-                print(f"docker-smoke: GET /healthz: {r.status} {r.read().decode().strip()}")
-                break
-    except OSError as e:
-        last = e
-    if time.time() > deadline:
-        sys.exit(f"/healthz did not answer 200 within {ready_timeout:.0f}s: {last}")
-    time.sleep(0.5)
-
-with opener.open(f"{base}/api/cameras", timeout=5) as r:
-    cameras = json.load(r)
-ids = [c["id"] for c in cameras]
-if ids != ["demo"]:
-    sys.exit(f"expected only the demo camera without a mounted config, got {ids}")
-
-stream = opener.open(f"{base}/api/cameras/demo/stream.mjpeg", timeout=20)
-ctype = stream.headers["Content-Type"]
-if not ctype.startswith("multipart/x-mixed-replace") or "boundary=" not in ctype:
-    sys.exit(f"not a multipart stream: Content-Type {ctype!r}")
-boundary = ctype.split("boundary=", 1)[1].strip().strip('"').encode()
-
-def line():
-    text = stream.readline(1024)
-    if not text:
-        sys.exit("the stream ended")
-    return text.rstrip(b"\r\n")
-
-frames = []
-while len(frames) < 2:
-    marker = line()
-    if not marker:
-        continue
-    if marker != b"--" + boundary:
-        sys.exit(f"expected boundary --{boundary.decode()}, got {marker[:80]!r}")
-    headers = {}
-    while (h := line()):
-        key, _, value = h.decode().partition(":")
-        headers[key.strip().lower()] = value.strip()
-    if headers.get("content-type") != "image/jpeg":
-        sys.exit(f"part is not image/jpeg: {headers}")
-    jpeg = stream.read(int(headers["content-length"]))
-    if jpeg[:2] != b"\xff\xd8" or jpeg[-2:] != b"\xff\xd9":
-        sys.exit(f"part of {len(jpeg)} bytes is not a whole JPEG (SOI {jpeg[:2].hex()}, EOI {jpeg[-2:].hex()})")
-    frames.append(len(jpeg))
-stream.close()
-print(f"docker-smoke: demo stream: {len(frames)} JPEG frames of {frames} bytes, SOI and EOI in place")
-EOF
+# /healthz, then the demo camera's stream: two whole JPEG frames, the framing
+# checked as a browser would.
+python3 scripts/smoke-stream.py "$port" --prefix docker-smoke \
+  --ready-timeout "$READY_TIMEOUT_S" --cameras demo --camera demo --frames 2 \
+  || fail "HTTP checks failed"
 
 if [ "$engine" = podman ]; then
   podman healthcheck run "$NAME" || fail "the image's HEALTHCHECK reports unhealthy"
@@ -188,39 +145,60 @@ case "$ids" in
   *) fail "not in the video group: $ids" ;;
 esac
 
-# Every shipped template, and the compose example's config, against the
-# image's plugins. Missing devices and files are warnings; a missing element
-# is an error and fails the check.
+# Every shipped template and every kind of source, and the compose example's
+# config, against the image's plugins. Missing devices and files are
+# warnings; a missing element is an error, or a warning naming the package
+# for what decodebin would pick at run time: either fails the smoke test.
 smoke_dir=$(mktemp -d)
-trap 'rm_container; rm -rf "$smoke_dir"' EXIT
-{
-  for template in pipelines/*.pipeline; do
-    name=$(basename "$template" .pipeline)
-    case "$name" in
-      rtsp-*) source="rtsp://user:secret@192.0.2.1/stream" ;;
-      v4l2-*) source="/dev/video0" ;;
-      http-*) source="http://192.0.2.1/video.mjpg" ;;
-      file-*) source="/videos/clip.mp4" ;;
-      test) source="test:" ;;
-      *) source="" ;;
-    esac
-    printf '[[cameras]]\nid = "%s"\npipeline_file = "%s"\n' "$name" "$(basename "$template")"
-    [ -n "$source" ] && printf 'source = "%s"\n' "$source"
-    printf '\n'
-  done
-} >"$smoke_dir/camstream.toml"
-chmod 755 "$smoke_dir"
-chmod 644 "$smoke_dir/camstream.toml"
-for config in "$smoke_dir" "$PWD/docker"; do
+blink_name=$NAME-blink
+trap 'rm_container; rm_named "$blink_name"; rm -rf "$smoke_dir"' EXIT
+mkdir "$smoke_dir/all" "$smoke_dir/blink"
+scripts/smoke-config.sh >"$smoke_dir/all/camstream.toml"
+chmod 755 "$smoke_dir" "$smoke_dir/all" "$smoke_dir/blink"
+chmod 644 "$smoke_dir/all/camstream.toml"
+for config in "$smoke_dir/all" "$PWD/docker"; do
   out=$($engine run --rm "${oneshot_flags[@]}" -v "$config:/etc/camstream:ro" "$IMAGE" check 2>&1) \
     || { echo "$out" >&2; fail "camstream check in the image found errors for $config/camstream.toml"; }
   say "camstream check in the image, $config/camstream.toml:"
   echo "$out" | sed 's/^/    /'
+  if echo "$out" | grep -q "is not installed"; then
+    fail "camstream check in the image: GStreamer elements are missing (above)"
+  fi
   # Anything on stderr (a library complaining) would show here too.
   if echo "$out" | grep -Eqv '^(ok|warning|error): |camera\(s\)'; then
     fail "unexpected output from camstream check in the image"
   fi
 done
+
+# Text: fontconfig resolves "Sans" (the clock's and the placeholder's font)
+# to a font in the image, and a camera that drops shows its viewers the
+# offline placeholder (textoverlay): a camera of 20 frames that ends, then
+# is restarted by its supervisor with back-off.
+font=$($engine run --rm "${oneshot_flags[@]}" --entrypoint fc-match "$IMAGE" Sans 2>&1) \
+  || fail "fc-match fails in the image: $font"
+case "$font" in
+  *.ttf:*|*.otf:*) say "fontconfig: Sans is $font" ;;
+  *) fail "fontconfig finds no font for Sans in the image: $font" ;;
+esac
+printf '[[cameras]]\nid = "blink"\nscale = 1.0\nsource = "%s"\n' \
+  "videotestsrc is-live=true num-buffers=20 ! video/x-raw,width=320,height=240,framerate=10/1" \
+  >"$smoke_dir/blink/camstream.toml"
+chmod 644 "$smoke_dir/blink/camstream.toml"
+quiet $engine run -d --name "$blink_name" "${oneshot_flags[@]}" -p 127.0.0.1::8000 \
+  -v "$smoke_dir/blink:/etc/camstream:ro" "$IMAGE" >/dev/null \
+  || fail "the container with a dropping camera does not start"
+blink_port=$($engine port "$blink_name" 8000 | head -n 1 | sed 's/.*://')
+python3 scripts/smoke-stream.py "$blink_port" --prefix docker-smoke \
+  --ready-timeout "$READY_TIMEOUT_S" --camera blink --frames 1 --placeholder \
+  || { $engine logs "$blink_name" 2>&1 | tail -n 30 >&2; fail "no offline placeholder"; }
+for container in "$NAME" "$blink_name"; do
+  complaints=$($engine logs "$container" 2>&1 \
+    | grep -Ei 'fontconfig|pango|gstreamer-(warning|critical)|glib[-a-z]*-(warning|critical)|cannot draw' \
+    || true)
+  [ -z "$complaints" ] || fail "complaints in the log of $container: $complaints"
+done
+say "no Fontconfig, Pango, GLib or GStreamer complaint in the logs"
+rm_named "$blink_name"
 
 # docker stop: SIGTERM to PID 1, SIGKILL after 10 s. A clean stop exits 0
 # long before that.

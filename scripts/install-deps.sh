@@ -4,12 +4,16 @@
 #   - GStreamer: the libraries and headers the Rust bindings link against,
 #     and the plugins camstream's pipelines use (base, good, bad, ugly,
 #     libav, and -x for the clock/text overlays);
+#   - libjpeg-turbo's TurboJPEG library and headers (camstream's own JPEG
+#     decoder links against it; at run time only libturbojpeg0 is needed);
 #   - with --test: also gst-rtsp-server (the tests' in-process RTSP server),
 #     chromium (the web page is tested in headless Chromium), prometheus
-#     (for `promtool check metrics`, which checks /metrics), and for HTTPS:
-#     curl (a real HTTP/2 client), libnss3-tools (certutil, to make
-#     Chromium trust a test CA) and nginx (the shipped reverse-proxy
-#     configuration is tested with it);
+#     (for `promtool check metrics`, which checks /metrics, and `promtool
+#     check config`), python3-venv (scripts/validate-k8s.sh installs its
+#     Kubernetes checkers from PyPI into a virtualenv), and for HTTPS: curl
+#     (a real HTTP/2 client), libnss3-tools (certutil, to make Chromium
+#     trust a test CA) and nginx (the shipped reverse-proxy configuration
+#     is tested with it);
 #   - a Rust toolchain through rustup if cargo is missing.
 set -euo pipefail
 
@@ -24,10 +28,13 @@ packages=(
   gstreamer1.0-libav
   gstreamer1.0-x
   gstreamer1.0-tools
+  # TLS for rtsps:// and https:// sources (libsoup pulls it in too).
+  glib-networking
+  libturbojpeg0-dev
 )
 for arg in "$@"; do
   case "$arg" in
-    --test) packages+=(libgstrtspserver-1.0-dev chromium prometheus curl libnss3-tools nginx) ;;
+    --test) packages+=(libgstrtspserver-1.0-dev chromium prometheus python3-venv curl libnss3-tools nginx) ;;
     *) echo "usage: $0 [--test]" >&2; exit 2 ;;
   esac
 done

@@ -16,6 +16,7 @@ use crate::control::{Control, ReloadSummary};
 use crate::http::access::RouteSpec;
 use crate::http::server::{Connections, ServerOptions, serve};
 use crate::http::{AppState, redirect_routes, routes};
+use crate::redact::KnownSecrets;
 use crate::registry::Cameras;
 use crate::tls::Tls;
 
@@ -36,6 +37,12 @@ impl App {
     /// Binds `config.server.listen` (port 0 picks a free port), starts every
     /// camera's supervisor and begins serving.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        App::build_with(config, KnownSecrets::default()).await
+    }
+
+    /// [`App::build`], adding the secrets of every configuration it applies
+    /// to `secrets` (the log writer's; see [`crate::logging::init`]).
+    pub async fn build_with(config: Config, secrets: KnownSecrets) -> anyhow::Result<App> {
         crate::pipeline::init()?;
         let listen = config.server.listen;
         let listener = TcpListener::bind(listen).await.with_context(|| {
@@ -70,6 +77,7 @@ impl App {
             &config,
             Arc::clone(&cameras),
             shutdown.clone(),
+            secrets,
         ));
         if let Some(tls) = &tls {
             control.set_tls(Arc::clone(tls));

@@ -112,6 +112,12 @@ impl<'de> Deserialize<'de> for Token {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
 
+impl Password {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(MASK)
@@ -262,6 +268,27 @@ pub struct UserConfig {
     pub password: Option<Password>,
     #[serde(default)]
     pub role: Role,
+}
+
+impl AuthConfig {
+    /// Every secret here, for the redactor: tokens, and each plain-text
+    /// password with the Basic credentials it makes.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = (self.tokens.iter())
+            .chain(&self.view_tokens)
+            .map(|t| t.expose().to_string())
+            .collect();
+        for user in &self.users {
+            if let Some(password) = &user.password {
+                out.push(password.expose().to_string());
+                out.push(crate::redact::basic_credentials(
+                    &user.name,
+                    password.expose(),
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// Why a request was not let in. Messages never contain the secret.

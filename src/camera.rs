@@ -23,8 +23,11 @@ use crate::config::{CameraId, CameraSettings};
 use crate::frames::{
     FrameHub, FrameKind, FrameReceiver, PipelineStats, pack_size, rfc3339, unpack_size,
 };
-use crate::pipeline::{FrameOutput, Pipeline, PipelineError, PipelineEvent, render_placeholder};
-use crate::redact::Redactor;
+use crate::pipeline::{
+    FrameOutput, Pipeline, PipelineError, PipelineEvent, TransportFallback, render_placeholder,
+};
+use crate::redact::{KnownSecrets, Redactor};
+use crate::source::{Attempt, HttpMode, LowerTransport, PipelinePlan, Source};
 
 /// First retry delay after a failure; short, because most failures are a
 /// camera rebooting or a network blip.
@@ -35,9 +38,6 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A pipeline that streamed this long counts as healthy: its next failure
 /// starts the back-off from the beginning again.
 pub const HEALTHY_PERIOD: Duration = Duration::from_secs(30);
-/// Time from start to the first frame: RTSP connect (bounded at 5 s) plus
-/// the wait for a key frame, which cameras send every 1-4 s.
-pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the supervisor checks progress and measures the frame rate.
 const TICK: Duration = Duration::from_millis(250);
 /// How often viewers of an offline camera get the placeholder frame: often
@@ -87,8 +87,18 @@ pub enum CameraError {
     EndOfStream,
     #[error("no frame for {}s: the source stalled; restarting", .0.as_secs_f32())]
     Stalled(Duration),
-    #[error("no first frame within {}s of starting: check that the source sends video", .0.as_secs_f32())]
-    NoFirstFrame(Duration),
+    #[error(
+        "no first frame within {}s of starting{}: the source was opened but sent no picture \
+         camstream could decode; check that it carries video, or raise first_frame_timeout_s \
+         for a camera that is slow to start",
+        .after.as_secs_f32(),
+        .via.as_ref().map(|v| format!(" ({v})")).unwrap_or_default()
+    )]
+    NoFirstFrame {
+        after: Duration,
+        /// How the source was read, e.g. "RTSP over UDP".
+        via: Option<String>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -131,6 +141,10 @@ pub struct Status {
     /// When a camera that was streaming went down; cleared by its next
     /// frame.
     pub offline_since: Option<SystemTime>,
+    /// How frames come from the source in the current or last run:
+    /// `tcp`/`udp` (RTSP), `mjpeg`/`snapshots` (HTTP); None for other
+    /// sources and before the first run.
+    pub transport: Option<&'static str>,
 }
 
 impl Status {
@@ -143,6 +157,7 @@ impl Status {
             fps: 0.0,
             retry_in: None,
             offline_since: None,
+            transport: None,
         }
     }
 }
@@ -178,6 +193,10 @@ pub struct Camera {
     last_output: AtomicU64,
     cancel: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Every secret of the running configuration: `last_error` and what
+    /// [`Camera::info`] shows are masked with them, so a camera's error
+    /// that quotes another secret (a token in a URL path) is masked too.
+    secrets: KnownSecrets,
 }
 
 /// A camera that was streaming is down: its viewers get a placeholder
@@ -227,11 +246,65 @@ enum Exit {
         error: CameraError,
         streamed_for: Duration,
     },
+    /// The HTTP source serves single JPEG images: poll it instead.
+    SingleImages,
+}
+
+/// What camstream found out about opening a camera that did not say: the
+/// RTSP transport and HTTP mode that worked. Kept across restarts (the
+/// next start tries them first) until an attempt using them fails before
+/// its first frame, or the source changes.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Learned {
+    /// The source this was learned for.
+    source: Option<Source>,
+    transport: Option<LowerTransport>,
+    snapshots: bool,
+}
+
+impl Learned {
+    /// Forgets everything if `settings` name another source.
+    fn follow(&mut self, settings: &CameraSettings) {
+        if self.source != settings.source {
+            *self = Learned {
+                source: settings.source.clone(),
+                ..Learned::default()
+            };
+        }
+    }
+}
+
+/// How a plan reads its source, as the API shows it (`Status::transport`).
+fn transport_label(plan: &PipelinePlan) -> Option<&'static str> {
+    match (&plan.transport, &plan.http) {
+        (Some(t), _) => Some(t.as_str()),
+        (None, Some(HttpMode::Stream)) => Some("mjpeg"),
+        (None, Some(HttpMode::Snapshots { .. })) => Some("snapshots"),
+        (None, None) => None,
+    }
+}
+
+/// "RTSP over TCP", "HTTP snapshots", for messages.
+fn transport_phrase(plan: &PipelinePlan) -> Option<String> {
+    match (&plan.transport, &plan.http) {
+        (Some(t), _) => Some(format!("RTSP over {}", t.name())),
+        (None, Some(HttpMode::Stream)) => Some("HTTP MJPEG stream".into()),
+        (None, Some(HttpMode::Snapshots { interval, .. })) => {
+            Some(format!("HTTP snapshots every {} ms", interval.as_millis()))
+        }
+        (None, None) => None,
+    }
 }
 
 impl Camera {
     /// Creates the camera and starts its supervisor on the current runtime.
-    pub fn spawn(id: CameraId, configured: Configured, parent: &CancellationToken) -> Arc<Camera> {
+    /// `secrets` (the running configurations') masks what it shows.
+    pub fn spawn(
+        id: CameraId,
+        configured: Configured,
+        parent: &CancellationToken,
+        secrets: KnownSecrets,
+    ) -> Arc<Camera> {
         let camera = Arc::new(Camera {
             id,
             configured: watch::Sender::new(Arc::new(configured)),
@@ -243,6 +316,7 @@ impl Camera {
             last_output: AtomicU64::new(0),
             cancel: parent.child_token(),
             task: Mutex::new(None),
+            secrets,
         });
         let span = tracing::info_span!("camera", id = %camera.id);
         let task = tokio::spawn(Arc::clone(&camera).supervise().instrument(span));
@@ -366,7 +440,13 @@ impl Camera {
     }
 
     fn record_error(&self, state: State, error: &CameraError, retry_in: Option<Duration>) {
-        let message = error.to_string();
+        // Errors are built from masked parts; `last_error` is shown by the
+        // API and in 503s, so mask once more with every secret known.
+        let mut redactor = self.secrets.redactor();
+        if let Ok(settings) = &self.configured().settings {
+            redactor = redactor.union(&settings.redactor());
+        }
+        let message = redactor.redact(&error.to_string());
         self.status.send_modify(|st| {
             st.state = state;
             st.since = SystemTime::now();
@@ -386,6 +466,7 @@ impl Camera {
         let mut outage: Option<Outage> = None;
         // Whether the next run is a retry after a failure.
         let mut retrying = false;
+        let mut learned = Learned::default();
         loop {
             let current = configured.borrow_and_update().clone();
             let settings = match self.check(&current).await {
@@ -416,12 +497,19 @@ impl Camera {
             if retrying {
                 self.counters.restarts.fetch_add(1, Ordering::Relaxed);
             }
+            let run = Run {
+                settings: &settings,
+                viewers: &viewers,
+                deadline: Instant::now() + settings.first_frame_timeout,
+                retrying,
+            };
             let exit = self
-                .run_once(&settings, &viewers, &mut configured, &mut outage, retrying)
+                .start(&run, &mut learned, &mut configured, &mut outage)
                 .await;
             match exit {
                 Exit::Shutdown => break,
-                Exit::Reconfigured | Exit::Idle => {
+                // Handled by start(); not a failure.
+                Exit::SingleImages | Exit::Reconfigured | Exit::Idle => {
                     self.go_dark(&mut outage);
                     retrying = false;
                     backoff.reset();
@@ -563,15 +651,92 @@ impl Camera {
             .send_if_modified(|st| st.offline_since.take().is_some());
     }
 
+    /// One (re)start: opens the camera, moving on at once to the next RTSP
+    /// transport when the server refuses one, or to polling snapshots when
+    /// an HTTP source answers with a single image, until an attempt streams
+    /// or fails with an error to report. These are not failures: no
+    /// back-off, no `reconnecting`. The first frame is due
+    /// `first_frame_timeout` after the (re)start, however many attempts
+    /// that takes.
+    async fn start(
+        &self,
+        run: &Run<'_>,
+        learned: &mut Learned,
+        configured: &mut watch::Receiver<Arc<Configured>>,
+        outage: &mut Option<Outage>,
+    ) -> Exit {
+        let settings = run.settings;
+        learned.follow(settings);
+        let source = settings.source.as_ref();
+        let mut walk = TransportFallback::new(
+            matches!(source, Some(Source::Rtsp { .. })),
+            settings.transport,
+            source.and_then(Source::forced_transport),
+            learned.transport,
+        );
+        loop {
+            let attempt = Attempt {
+                transport: walk.current(),
+                snapshots: learned.snapshots,
+            };
+            let exit = self
+                .run_once(run, attempt, learned, configured, outage)
+                .await;
+            let (error, streamed_for) = match exit {
+                Exit::SingleImages if !attempt.snapshots => {
+                    info!(
+                        "the HTTP source answered with a single JPEG image: polling it for snapshots"
+                    );
+                    learned.snapshots = true;
+                    continue;
+                }
+                Exit::Failed {
+                    error,
+                    streamed_for,
+                } if streamed_for.is_zero() => (error, streamed_for),
+                other => return other,
+            };
+            // Failed before its first frame: what this attempt relied on is
+            // no longer known to work.
+            learned.transport = None;
+            learned.snapshots = false;
+            let CameraError::Pipeline(error) = error else {
+                return Exit::Failed {
+                    error,
+                    streamed_for,
+                };
+            };
+            let failure = error.to_string();
+            match walk.failed(error) {
+                None => info!(
+                    "{failure}: trying RTP over {}",
+                    walk.current().map_or("?", LowerTransport::name)
+                ),
+                Some(error) => {
+                    return Exit::Failed {
+                        error: error.into(),
+                        streamed_for,
+                    };
+                }
+            }
+        }
+    }
+
     /// Builds, runs and always tears down one pipeline.
     async fn run_once(
         &self,
-        settings: &CameraSettings,
-        viewers: &watch::Receiver<usize>,
+        run: &Run<'_>,
+        attempt: Attempt,
+        learned: &mut Learned,
         configured: &mut watch::Receiver<Arc<Configured>>,
         outage: &mut Option<Outage>,
-        retrying: bool,
     ) -> Exit {
+        let Run {
+            settings,
+            viewers,
+            deadline,
+            retrying,
+        } = *run;
         // A retry stays `reconnecting` until it delivers a frame.
         if !retrying {
             self.set_state(State::Starting);
@@ -583,11 +748,18 @@ impl Camera {
             error,
             streamed_for: Duration::ZERO,
         };
-        let plan = match settings.plan() {
+        let plan = match settings.plan_attempt(attempt) {
             Ok(plan) => plan,
             Err(e) => return failed(CameraError::Config(e.to_string())),
         };
         let loop_on_eos = plan.loop_on_eos;
+        let label = transport_label(&plan);
+        let via = transport_phrase(&plan);
+        self.status.send_if_modified(|st| {
+            let changed = st.transport != label;
+            st.transport = label;
+            changed
+        });
         let output = FrameOutput {
             hub: Arc::clone(&self.hub),
             stats: Arc::clone(&self.stats),
@@ -607,7 +779,11 @@ impl Camera {
             Ok(Err(e)) => return failed(e.into()),
             Err(e) => return failed(CameraError::Internal(e.to_string())),
         };
-        info!(source = %settings.source_display(), "pipeline started");
+        info!(
+            source = %settings.source_display(),
+            transport = label.unwrap_or("-"),
+            "pipeline started"
+        );
 
         let mut events = pipeline.events();
         let mut frames = self.hub.subscribe();
@@ -646,6 +822,7 @@ impl Camera {
                         error: CameraError::EndOfStream,
                         streamed_for: streamed_for(streaming_since),
                     },
+                    Some(PipelineEvent::SingleImages) => break Exit::SingleImages,
                     None => break failed(CameraError::Internal("the pipeline's bus closed".into())),
                 },
                 // Only until the first live frame: placeholders published
@@ -654,6 +831,7 @@ impl Camera {
                     let live = r.is_ok() && frames.borrow_and_update().as_ref().is_some_and(|f| f.is_live());
                     if live {
                         streaming_since = Some(Instant::now());
+                        learned.transport = attempt.transport;
                         *outage = None;
                         self.end_outage();
                         if let Some((w, h)) = self.stats.output() {
@@ -673,13 +851,20 @@ impl Camera {
                         last_count = count;
                         last_progress = now;
                     }
-                    let limit = if streaming_since.is_some() { settings.watchdog } else { FIRST_FRAME_TIMEOUT.max(settings.watchdog) };
-                    if now - last_progress >= limit {
-                        let error = if streaming_since.is_some() {
-                            CameraError::Stalled(limit)
-                        } else {
-                            CameraError::NoFirstFrame(limit)
-                        };
+                    // Two bounds: the first frame of a (re)start, however slow
+                    // the camera is to start, is due by the deadline; once
+                    // frames flow, the watchdog catches a stall.
+                    let error = match streaming_since {
+                        Some(_) if now - last_progress >= settings.watchdog => {
+                            Some(CameraError::Stalled(settings.watchdog))
+                        }
+                        None if now >= deadline => Some(CameraError::NoFirstFrame {
+                            after: settings.first_frame_timeout,
+                            via: via.clone(),
+                        }),
+                        _ => None,
+                    };
+                    if let Some(error) = error {
                         break Exit::Failed { error, streamed_for: streamed_for(streaming_since) };
                     }
                     let elapsed = now - fps_window.0;
@@ -712,6 +897,17 @@ impl Camera {
         }
         exit
     }
+}
+
+/// What every attempt of one (re)start shares.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    settings: &'a CameraSettings,
+    viewers: &'a watch::Receiver<usize>,
+    /// When the first frame is due.
+    deadline: Instant,
+    /// Whether this (re)start is a retry after a failure.
+    retrying: bool,
 }
 
 /// Resolves once there have been no viewers for `idle` without a break.
@@ -807,7 +1003,8 @@ impl Drop for Viewer {
 #[derive(Debug)]
 pub struct ViewerGuard(#[allow(dead_code)] Viewer);
 
-/// A camera as the JSON API shows it. The source's password is masked.
+/// A camera as the JSON API shows it. Every secret in its strings is
+/// masked.
 #[derive(Clone, Debug, Serialize)]
 pub struct CameraInfo {
     pub id: CameraId,
@@ -820,6 +1017,9 @@ pub struct CameraInfo {
     pub last_error_at: Option<String>,
     pub retry_in_s: Option<f64>,
     pub offline_since: Option<String>,
+    /// How frames come from the source: `tcp`/`udp` (RTSP), `mjpeg` or
+    /// `snapshots` (HTTP); None for other sources and before the first run.
+    pub transport: Option<&'static str>,
     pub input: Option<Resolution>,
     pub output: Option<Resolution>,
     pub fps: f64,
@@ -862,19 +1062,24 @@ impl Camera {
         let frames_out = self.stats.frames_out.load(Ordering::Relaxed);
         let (starts, restarts) = self.starts();
         let id = self.id.as_str();
+        // Masked here, once, for everything that shows a camera.
+        let secrets = self.secrets.redactor();
         CameraInfo {
             id: self.id.clone(),
-            name: configured.name.clone(),
-            source: settings
-                .map(CameraSettings::source_display)
-                .unwrap_or_default(),
+            name: secrets.redact(&configured.name),
+            source: secrets.redact(
+                &settings
+                    .map(CameraSettings::source_display)
+                    .unwrap_or_default(),
+            ),
             kind: settings.and_then(|s| s.source.as_ref()).map(|s| s.kind()),
             state: status.state,
             since: rfc3339(status.since),
-            last_error: status.last_error.clone(),
+            last_error: status.last_error.as_deref().map(|e| secrets.redact(e)),
             last_error_at: status.last_error_at.map(rfc3339),
             retry_in_s: status.retry_in.map(|d| d.as_secs_f64()),
             offline_since: status.offline_since.map(rfc3339),
+            transport: status.transport,
             input: running.then(|| resolution(self.stats.input())).flatten(),
             output: running.then(|| resolution(self.stats.output())).flatten(),
             fps: (status.fps * 10.0).round() / 10.0,

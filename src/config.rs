@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
 use crate::redact::{Redactor, redact_text};
-use crate::source::{self, PipelinePlan, PipelineText, RenderOptions, Source, Transport};
+use crate::source::{self, Attempt, PipelinePlan, PipelineText, RenderOptions, Source, Transport};
 use crate::tls::TlsConfig;
 
 /// The config file read when `--config` is not given, if it exists.
@@ -42,6 +42,11 @@ pub const DEMO_CAMERA_ID: &str = "demo";
 /// No frame for this long while streaming means the source hung (rtspsrc
 /// can stall without posting an error): tear down and restart.
 pub const DEFAULT_WATCHDOG_S: f64 = 5.0;
+/// Time from (re)start to the first frame before the attempt counts as
+/// failed: an RTSP connect (bounded at 5 s), a fall back from TCP to UDP
+/// (up to another 5 s when no UDP packet arrives), and the wait for a key
+/// frame, which cameras send every 1-4 s (some every 10 s on a long GOP).
+pub const DEFAULT_FIRST_FRAME_TIMEOUT_S: f64 = 20.0;
 /// A viewer whose socket accepts nothing for this long is dropped: long
 /// enough for a phone switching networks, short enough to free its slot.
 pub const DEFAULT_WRITE_TIMEOUT_S: f64 = 30.0;
@@ -384,6 +389,8 @@ pub struct Defaults {
     pub watchdog_s: Option<f64>,
     pub max_viewers: Option<i64>,
     pub mjpeg_lowres: Option<bool>,
+    pub first_frame_timeout_s: Option<f64>,
+    pub tls_verify: Option<bool>,
 }
 
 /// One `[[cameras]]` entry, as written.
@@ -413,9 +420,16 @@ pub struct CameraConfig {
     pub watchdog_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_viewers: Option<i64>,
-    /// MJPEG sources: decode at 1/2 or 1/4 size (avdec_mjpeg `lowres`).
+    /// MJPEG sources: decode straight to 1/2, 1/4 or 1/8 size in the DCT
+    /// (camstreamjpegdec); jpegdec at full size when false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mjpeg_lowres: Option<bool>,
+    /// Seconds from a (re)start to the first frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_frame_timeout_s: Option<f64>,
+    /// Verify `rtsps://`/`https://` certificates (false accepts any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
     /// A gst-launch override, inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
@@ -443,6 +457,11 @@ pub struct CameraSettings {
     /// Viewers of this camera; more get 503.
     pub max_viewers: usize,
     pub mjpeg_lowres: bool,
+    /// Give up on a (re)start that has not delivered its first frame after
+    /// this long; separate from `watchdog`, which applies once frames flow.
+    pub first_frame_timeout: Duration,
+    /// Verify TLS certificates of `rtsps://` and `https://` sources.
+    pub tls_verify: bool,
     /// The override's text and where it came from.
     pub pipeline: Option<PipelineOverride>,
 }
@@ -464,11 +483,19 @@ impl CameraSettings {
             max_fps: self.max_fps,
             scale: self.scale,
             mjpeg_lowres: self.mjpeg_lowres,
+            tls_verify: self.tls_verify,
+            attempt: Attempt::default(),
         }
     }
 
     /// The camera's pipeline, rendered.
     pub fn plan(&self) -> Result<PipelinePlan, source::TemplateError> {
+        self.plan_attempt(Attempt::default())
+    }
+
+    /// The camera's pipeline for one attempt to open it (the transport and
+    /// HTTP mode camstream chose), rendered.
+    pub fn plan_attempt(&self, attempt: Attempt) -> Result<PipelinePlan, source::TemplateError> {
         let text = match &self.pipeline {
             Some(o) => PipelineText::Template {
                 text: &o.text,
@@ -476,21 +503,39 @@ impl CameraSettings {
             },
             None => PipelineText::Source,
         };
-        source::plan(self.source.as_ref(), text, &self.render_options())
+        let opts = RenderOptions {
+            attempt,
+            ..self.render_options()
+        };
+        source::plan(self.source.as_ref(), text, &opts)
     }
 
-    /// Masks this camera's passwords in any text.
+    /// Masks this camera's secrets in any text: those of its source and
+    /// those the redactor's rules find in its override.
     pub fn redactor(&self) -> Redactor {
-        Redactor::new(self.source.iter().flat_map(Source::secrets))
+        Redactor::new(self.secrets())
     }
 
-    /// The source as shown to people: password masked.
+    fn secrets(&self) -> Vec<String> {
+        let from_override = self
+            .pipeline
+            .iter()
+            .flat_map(|o| crate::redact::find_secrets(&o.text));
+        self.source
+            .iter()
+            .flat_map(Source::secrets)
+            .chain(from_override)
+            .collect()
+    }
+
+    /// The source as shown to people: every secret masked.
     pub fn source_display(&self) -> String {
-        match (&self.source, &self.pipeline) {
+        let shown = match (&self.source, &self.pipeline) {
             (Some(source), _) => source.to_string(),
-            (None, Some(o)) => format!("pipeline: {}", redact_text(&o.origin)),
+            (None, Some(o)) => format!("pipeline: {}", o.origin),
             (None, None) => String::new(),
-        }
+        };
+        self.redactor().redact(&shown)
     }
 
     /// The built-in demo camera.
@@ -523,6 +568,8 @@ impl CameraConfig {
             watchdog_s: None,
             max_viewers: None,
             mjpeg_lowres: None,
+            first_frame_timeout_s: None,
+            tls_verify: None,
             pipeline: None,
             pipeline_file: None,
         }
@@ -596,6 +643,16 @@ impl CameraConfig {
             ));
         }
 
+        let first_frame_timeout_s = self
+            .first_frame_timeout_s
+            .or(defaults.first_frame_timeout_s)
+            .unwrap_or(DEFAULT_FIRST_FRAME_TIMEOUT_S);
+        if !(first_frame_timeout_s.is_finite() && (1.0..=600.0).contains(&first_frame_timeout_s)) {
+            problems.push(format!(
+                "first_frame_timeout_s = {first_frame_timeout_s} is out of range: use 1 to 600 seconds"
+            ));
+        }
+
         let source = match &self.source {
             Some(value) => match value.parse() {
                 Ok(source) => Some(source),
@@ -606,6 +663,21 @@ impl CameraConfig {
             },
             None => None,
         };
+        let transport = self.transport.or(defaults.transport).unwrap_or_default();
+        if let Some(forced) = source.as_ref().and_then(Source::forced_transport)
+            && transport != Transport::Auto
+            && transport != Transport::from(forced)
+        {
+            problems.push(format!(
+                "transport = \"{}\" contradicts the source URL's scheme, which forces {}: \
+                 use rtsp:// with the transport setting, or leave transport out",
+                match transport {
+                    Transport::Udp => "udp",
+                    _ => "tcp",
+                },
+                forced.name()
+            ));
+        }
 
         let pipeline = match (&self.pipeline, &self.pipeline_file) {
             (Some(_), Some(_)) => {
@@ -647,11 +719,13 @@ impl CameraConfig {
             max_fps: max_fps.map(|f| f.clamp(1, 1000) as u32),
             always_on: self.always_on.or(defaults.always_on).unwrap_or(false),
             idle_timeout: Duration::from_secs_f64(idle_timeout_s.clamp(0.0, 86_400.0)),
-            transport: self.transport.or(defaults.transport).unwrap_or_default(),
+            transport,
             latency_ms: latency_ms.clamp(0, 10_000) as u32,
             watchdog: Duration::from_secs_f64(watchdog_s.clamp(0.5, 600.0)),
             max_viewers: max_viewers.max(1) as usize,
-            mjpeg_lowres: self.mjpeg_lowres.or(defaults.mjpeg_lowres).unwrap_or(false),
+            mjpeg_lowres: self.mjpeg_lowres.or(defaults.mjpeg_lowres).unwrap_or(true),
+            first_frame_timeout: Duration::from_secs_f64(first_frame_timeout_s.clamp(1.0, 600.0)),
+            tls_verify: self.tls_verify.or(defaults.tls_verify).unwrap_or(true),
             pipeline,
         };
         // Render now, so a template that cannot be filled in for this source
@@ -922,6 +996,30 @@ impl Config {
         Ok(config)
     }
 
+    /// Masks every secret this configuration holds: each camera's (also of
+    /// a camera whose settings are invalid, from what its entry says) and
+    /// the `[server.auth]` tokens and passwords.
+    pub fn redactor(&self) -> Redactor {
+        let mut secrets = Vec::new();
+        for entry in &self.cameras {
+            if let Ok(settings) = &entry.settings {
+                secrets.extend(settings.secrets());
+            }
+            if let Some(camera) = &entry.config {
+                if let Some(SourceValue::Text(source)) = &camera.source {
+                    secrets.extend(crate::redact::find_secrets(source));
+                }
+                if let Some(pipeline) = &camera.pipeline {
+                    secrets.extend(crate::redact::find_secrets(pipeline));
+                }
+            }
+        }
+        if let Some(auth) = &self.server.auth {
+            secrets.extend(auth.secrets());
+        }
+        Redactor::new(secrets)
+    }
+
     /// The pipelines directory, resolved.
     pub fn pipelines_dir(&self) -> PathBuf {
         self.server
@@ -1135,6 +1233,39 @@ mod tests {
         for bad in [".", "..", "a/b", "a%20", ""] {
             assert!(CameraId::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_redactor_knows_every_secret_of_the_file() {
+        let config = parse(
+            "[server.auth]\ntokens = [\"admin-token-0123456789\"]\n\
+             view_tokens = [\"view-token-0123456789\"]\n\
+             [[server.auth.users]]\nname = \"ann\"\npassword = \"ann-plain-pw\"\n\
+             [[cameras]]\nid = \"url\"\nsource = \"rtsp://admin:url-pw-1@cam/x\"\n\
+             [[cameras]]\nid = \"query\"\nsource = \"http://cam/v.cgi?user=a&pwd=query-pw-2\"\n\
+             [[cameras]]\nid = \"override\"\npipeline = \"rtspsrc location=rtsp://cam/x user-pw = 'prop pw 3' ! decodebin\"\n\
+             [[cameras]]\nid = \"invalid\"\nsource = \"rtsp://admin:invalid-pw-4@cam/x\"\nscale = 7\n\
+             [[cameras]]\nid = \"unreadable\"\nsource = \"rtsp://admin:unreadable-pw-5@cam/x\"\nsclae = 1\n",
+        )
+        .unwrap();
+        let r = config.redactor();
+        for secret in [
+            "admin-token-0123456789",
+            "view-token-0123456789",
+            "ann-plain-pw",
+            &crate::redact::basic_credentials("ann", "ann-plain-pw"),
+            "url-pw-1",
+            &crate::redact::basic_credentials("admin", "url-pw-1"),
+            "query-pw-2",
+            "prop pw 3",
+            "invalid-pw-4",
+        ] {
+            assert_eq!(r.redact(&format!("<{secret}>")), "<***>", "{secret}");
+        }
+        // An entry serde cannot read is kept only as its error, which the
+        // rules mask where it quotes the source.
+        let err = config.cameras[4].settings.as_ref().unwrap_err();
+        assert!(!err.contains("unreadable-pw-5"), "{err}");
     }
 
     #[test]

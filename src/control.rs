@@ -20,7 +20,7 @@ use crate::camera::{Camera, Configured};
 use crate::config::{CameraConfig, CameraId, Config, Overrides};
 use crate::config_edit::{self, EditError};
 use crate::http::access::Security;
-use crate::redact::redact_text;
+use crate::redact::{KnownSecrets, redact_text};
 use crate::registry::Cameras;
 use crate::tls::Tls;
 
@@ -79,11 +79,20 @@ pub struct Control {
     applied_auth: std::sync::Mutex<Option<Option<crate::auth::AuthConfig>>>,
     /// The HTTPS certificate, re-read by every apply (set once at start).
     tls: std::sync::OnceLock<Arc<Tls>>,
+    /// The secrets of every configuration applied, for the log writer and
+    /// the HTTP responses.
+    secrets: KnownSecrets,
 }
 
 impl Control {
     /// A control with no cameras yet; [`Control::apply`] starts them.
-    pub fn new(config: &Config, cameras: Arc<Cameras>, shutdown: CancellationToken) -> Control {
+    /// `secrets` learns the secrets of each configuration applied.
+    pub fn new(
+        config: &Config,
+        cameras: Arc<Cameras>,
+        shutdown: CancellationToken,
+        secrets: KnownSecrets,
+    ) -> Control {
         let (security, _) = Security::new(&config.server);
         Control {
             cameras,
@@ -93,6 +102,7 @@ impl Control {
             lock: tokio::sync::Mutex::new(()),
             security: RwLock::new(Arc::new(security)),
             applied_auth: std::sync::Mutex::new(None),
+            secrets,
             tls: std::sync::OnceLock::new(),
         }
     }
@@ -100,6 +110,11 @@ impl Control {
     /// The server's TLS, so reloads re-read its certificate.
     pub fn set_tls(&self, tls: Arc<Tls>) {
         let _ = self.tls.set(tls);
+    }
+
+    /// The secrets of every configuration applied so far.
+    pub fn secrets(&self) -> &KnownSecrets {
+        &self.secrets
     }
 
     pub fn cameras(&self) -> &Arc<Cameras> {
@@ -125,6 +140,9 @@ impl Control {
     }
 
     async fn apply_locked(&self, config: Config) -> ReloadSummary {
+        // First, so that every line logged about this configuration is
+        // masked with its secrets.
+        self.secrets.learn(&config.redactor());
         let (security, warnings) = Security::new(&config.server);
         {
             let auth = Some(config.server.auth.clone());
@@ -181,7 +199,12 @@ impl Control {
                     if let Err(reason) = &configured.settings {
                         warn!(camera = %entry.id, "{reason}");
                     }
-                    let camera = Camera::spawn(entry.id.clone(), configured, &self.shutdown);
+                    let camera = Camera::spawn(
+                        entry.id.clone(),
+                        configured,
+                        &self.shutdown,
+                        self.secrets.clone(),
+                    );
                     if let Err(duplicate) = self.cameras.insert(camera) {
                         // Config::parse already drops duplicate ids; stop
                         // the extra supervisor all the same.

@@ -13,6 +13,7 @@ pub mod config_edit;
 pub mod control;
 pub mod frames;
 pub mod http;
+pub mod jpeg;
 pub mod logging;
 pub mod pipeline;
 pub mod redact;

@@ -2,10 +2,16 @@
 //! like `RUST_LOG` (default `info`). Every line logged by a camera's
 //! supervisor carries its `camera{id=...}` span, as a prefix in text and
 //! as `span`/`spans` fields in JSON.
+//!
+//! Every line passes through the redactor on its way out ([`Redacting`]),
+//! whoever logged it and whatever it holds, so a call site cannot forget.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::redact::KnownSecrets;
 
 /// `--log-format`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -20,8 +26,9 @@ pub enum LogFormat {
 /// Installs the global subscriber. Call once, at start. The server logs
 /// what it does at `info` on stdout; the one-shot commands print their own
 /// report on stdout, so they log only warnings, to stderr. `RUST_LOG`
-/// overrides the level either way.
-pub fn init(format: LogFormat, serving: bool) {
+/// overrides the level either way. Lines are masked with the redactor's
+/// rules and whatever `secrets` holds when they are written.
+pub fn init(format: LogFormat, serving: bool, secrets: KnownSecrets) {
     let default = if serving { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // Colours only for a terminal: escape codes garble log files.
@@ -33,10 +40,208 @@ pub fn init(format: LogFormat, serving: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(terminal);
-    match (format, serving) {
-        (LogFormat::Text, true) => builder.init(),
-        (LogFormat::Json, true) => builder.json().init(),
-        (LogFormat::Text, false) => builder.with_writer(std::io::stderr).init(),
-        (LogFormat::Json, false) => builder.json().with_writer(std::io::stderr).init(),
+    let json = format == LogFormat::Json;
+    match (json, serving) {
+        (false, true) => builder
+            .with_writer(Redacting::new(std::io::stdout, secrets, format))
+            .init(),
+        (true, true) => builder
+            .json()
+            .with_writer(Redacting::new(std::io::stdout, secrets, format))
+            .init(),
+        (false, false) => builder
+            .with_writer(Redacting::new(std::io::stderr, secrets, format))
+            .init(),
+        (true, false) => builder
+            .json()
+            .with_writer(Redacting::new(std::io::stderr, secrets, format))
+            .init(),
+    }
+}
+
+/// A [`MakeWriter`] that masks secrets in every line before it reaches the
+/// inner writer. The fmt layer formats an event completely and then writes
+/// it through one writer, which this one buffers and masks as a whole when
+/// the layer drops it: a secret is never split across two writes.
+#[derive(Clone, Debug)]
+pub struct Redacting<M> {
+    inner: M,
+    secrets: KnownSecrets,
+    format: LogFormat,
+}
+
+impl<M> Redacting<M> {
+    /// `format` must be the one the lines are formatted in: a JSON line is
+    /// masked string by string, so it stays valid JSON.
+    pub fn new(inner: M, secrets: KnownSecrets, format: LogFormat) -> Self {
+        Redacting {
+            inner,
+            secrets,
+            format,
+        }
+    }
+}
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
+    type Writer = RedactingWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.wrap(self.inner.make_writer())
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        self.wrap(self.inner.make_writer_for(meta))
+    }
+}
+
+impl<M> Redacting<M> {
+    fn wrap<W: Write>(&self, inner: W) -> RedactingWriter<W> {
+        RedactingWriter {
+            inner,
+            buffer: Vec::new(),
+            secrets: self.secrets.clone(),
+            format: self.format,
+        }
+    }
+}
+
+/// One event's output, held until it is complete.
+pub struct RedactingWriter<W: Write> {
+    inner: W,
+    buffer: Vec<u8>,
+    secrets: KnownSecrets,
+    format: LogFormat,
+}
+
+impl<W: Write> RedactingWriter<W> {
+    fn emit(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&self.buffer);
+        let redactor = self.secrets.redactor();
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let (body, newline) = match line.strip_suffix('\n') {
+                Some(body) => (body, "\n"),
+                None => (line, ""),
+            };
+            match self.format {
+                LogFormat::Json => out.push_str(&redactor.redact_json(body)),
+                LogFormat::Text => out.push_str(&redactor.redact(body)),
+            }
+            out.push_str(newline);
+        }
+        self.buffer.clear();
+        self.inner.write_all(out.as_bytes())
+    }
+}
+
+impl<W: Write> Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.emit()?;
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for RedactingWriter<W> {
+    fn drop(&mut self) {
+        // Nowhere to report a failed log write.
+        let _ = self.emit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+    use crate::redact::Redactor;
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(format: LogFormat, secrets: &KnownSecrets, event: impl FnOnce()) -> String {
+        let sink = Sink::default();
+        let writer = {
+            let sink = sink.clone();
+            Redacting::new(move || sink.clone(), secrets.clone(), format)
+        };
+        let builder = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG);
+        match format {
+            LogFormat::Text => {
+                tracing::subscriber::with_default(builder.with_writer(writer).finish(), event)
+            }
+            LogFormat::Json => tracing::subscriber::with_default(
+                builder.json().with_writer(writer).finish(),
+                event,
+            ),
+        }
+        String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn lines_are_masked_as_they_are_written() {
+        let secrets = KnownSecrets::default();
+        let event = || {
+            tracing::info!(
+                source = "http://cam/v.cgi?user=admin&pwd=Qz1pwd",
+                "opening rtsp://admin:Qz2url@cam/x with user-pw = \"Qz3 prop\" and hunter22"
+            );
+            tracing::debug!(header = ?"Authorization: Basic Qz4aGVsbG8=", "request");
+        };
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let out = logged(format, &secrets, event);
+            for secret in ["Qz1", "Qz2", "Qz3", "Qz4"] {
+                assert!(!out.contains(secret), "{format:?}: {out}");
+            }
+            // Not known yet: only the rules apply.
+            assert!(out.contains("hunter22"), "{out}");
+        }
+        // The app learns a secret after the subscriber is set up.
+        secrets.learn(&Redactor::new(["hunter22"]));
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let out = logged(format, &secrets, event);
+            assert!(!out.contains("hunter22"), "{format:?}: {out}");
+            if format == LogFormat::Json {
+                for line in out.lines() {
+                    let value: serde_json::Value = serde_json::from_str(line).expect("JSON");
+                    assert!(value["fields"].is_object(), "{line}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_writer_used_twice_is_masked_per_event() {
+        let secrets = KnownSecrets::default();
+        let make = Redacting::new(Sink::default, secrets, LogFormat::Text);
+        let mut writer = make.make_writer();
+        // A secret split across two writes is still masked.
+        writer.write_all(b"rtsp://u:Qz").unwrap();
+        writer.write_all(b"9secret@h/x\n").unwrap();
+        let sink = writer.inner.clone();
+        drop(writer);
+        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(out, "rtsp://u:***@h/x\n");
     }
 }

@@ -16,6 +16,7 @@ use camstream::cmds::healthcheck::HealthcheckArgs;
 use camstream::cmds::probe::ProbeArgs;
 use camstream::cmds::{self, ServeArgs};
 use camstream::logging::LogFormat;
+use camstream::redact::KnownSecrets;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -73,13 +74,20 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
-    camstream::logging::init(cli.log_format, matches!(command, Command::Serve(_)));
+    // The secrets of the configuration, once read: the log writer masks
+    // them, and so does the error printed on the way out.
+    let secrets = KnownSecrets::default();
+    camstream::logging::init(
+        cli.log_format,
+        matches!(command, Command::Serve(_)),
+        secrets.clone(),
+    );
     // Not locked: the server's log lines go to stdout from other threads.
     let mut out = std::io::stdout();
     let result = match command {
-        Command::Serve(args) => serve(args).map(|()| true),
-        Command::Check(args) => cmds::check::run(&args, &mut out),
-        Command::Probe(args) => cmds::probe::run(&args, &mut out).map(|()| true),
+        Command::Serve(args) => serve(args, &secrets).map(|()| true),
+        Command::Check(args) => cmds::check::run(&args, &secrets, &mut out),
+        Command::Probe(args) => cmds::probe::run(&args, &secrets, &mut out).map(|()| true),
         Command::Healthcheck(args) => cmds::healthcheck::run(&args, &mut out).map(|()| true),
         Command::HashPassword => cmds::hash_password::run(&mut out).map(|()| true),
         Command::Cert(args) => cmds::cert::run(&args, &mut out).map(|()| true),
@@ -89,7 +97,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("camstream: {e:#}");
+            eprintln!("camstream: {}", secrets.redact(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -101,7 +109,7 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1500);
 
 /// Serves until SIGINT or SIGTERM (a second signal exits at once); SIGHUP
 /// reloads the config.
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn serve(args: ServeArgs, secrets: &KnownSecrets) -> anyhow::Result<()> {
     let config = args.load()?;
     // Each viewer holds a socket; the default soft limit of 1024 descriptors
     // would cap a server at about a thousand viewers.
@@ -110,7 +118,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
-        let app = App::build(config).await?;
+        let app = App::build_with(config, secrets.clone()).await?;
         // SIGHUP re-reads the config as at start (same file, same overrides).
         camstream::app::spawn_reload_on_sighup(app.control(), move || args.load())?;
         shutdown_signal().await;

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::rtsp::{Codec, RtspOptions, RtspServer};
+use common::http::{HttpCamera, HttpCameraOptions};
+use common::rtsp::{Codec, RtspOptions, RtspServer, Transports};
 
 /// The repository's shipped templates.
 fn pipelines_dir() -> PathBuf {
@@ -293,6 +294,70 @@ fn probe_fails_clearly_and_in_bounded_time() {
         ]));
     assert_eq!(code, Some(1));
     assert!(stderr.contains("no frame within 1 s"), "{stderr}");
+}
+
+#[test]
+fn probe_reports_the_transport_fallen_back_to_and_an_audio_track() {
+    let server = RtspServer::start(RtspOptions {
+        transports: Transports::UdpOnly,
+        audio: true,
+        ..RtspOptions::default()
+    })
+    .unwrap();
+    let dir = scratch("probe-udp");
+    let Ran {
+        code,
+        stdout,
+        stderr,
+    } = run(camstream(&dir).args(["probe", &server.url()]));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("transport:   udp (RTP over UDP, after the server refused the other)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("codec:       H.264"), "{stdout}");
+    assert!(
+        stdout.contains("audio:       audio (PCMA, 8000 Hz) (ignored"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("camstream:   160x90 JPEG frames"),
+        "{stdout}"
+    );
+
+    // Pinned to the transport the server refuses: the camera's message.
+    let Ran {
+        code,
+        stdout,
+        stderr,
+    } = run(camstream(&dir).args(["probe", "--transport", "tcp", &server.url()]));
+    server.stop();
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("set up no stream over TCP") && stderr.contains("set transport = \"udp\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn probe_polls_a_snapshot_url() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let http = runtime.block_on(HttpCamera::start(HttpCameraOptions::default()));
+    let dir = scratch("probe-snapshot");
+    let Ran {
+        code,
+        stdout,
+        stderr,
+    } = run(camstream(&dir).args(["probe", "--max-fps", "4", &http.url("/snapshot.jpg")]));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("transport:   snapshots (single JPEG images, polled every 250 ms"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("codec:       JPEG"), "{stdout}");
+    assert!(stdout.contains("resolution:  640x480\n"), "{stdout}");
+    assert!(!stdout.contains("audio:"), "{stdout}");
+    assert!(http.snapshots_served() >= 2, "{}", http.snapshots_served());
 }
 
 /// A running `camstream` child, SIGTERMed and reaped on drop.

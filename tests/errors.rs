@@ -171,9 +171,33 @@ fn scale_and_quality_out_of_range() {
         ("quality = 300", "quality = 300 is out of range"),
         ("max_fps = 0", "max_fps = 0 is out of range"),
         ("watchdog_s = 0", "watchdog_s = 0 is out of range"),
+        (
+            "first_frame_timeout_s = 0.5",
+            "first_frame_timeout_s = 0.5 is out of range: use 1 to 600 seconds",
+        ),
     ] {
         let err = camera_error(&format!("[[cameras]]\nid = \"a\"\nsource = 0\n{setting}\n"));
         assert!(err.contains(expected), "{setting}: {err}");
+    }
+}
+
+#[test]
+fn a_transport_the_url_scheme_contradicts() {
+    let err = camera_error(&format!(
+        "[[cameras]]\nid = \"a\"\nsource = \"rtspt://admin:{SECRET}@cam/x\"\ntransport = \"udp\"\n"
+    ));
+    assert!(
+        err.contains("transport = \"udp\" contradicts the source URL's scheme, which forces TCP"),
+        "{err}"
+    );
+    assert!(!err.contains(SECRET), "{err}");
+    // auto, or the same one, is fine.
+    for transport in ["auto", "tcp"] {
+        let config = parse(&format!(
+            "[[cameras]]\nid = \"a\"\nsource = \"rtspt://cam/x\"\ntransport = \"{transport}\"\n"
+        ))
+        .unwrap();
+        assert!(config.cameras[0].settings.is_ok(), "{transport}");
     }
 }
 

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use camstream::config::Config;
+use camstream::source::{Attempt, LowerTransport};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
@@ -31,7 +32,30 @@ latency_ms = 0"#,
         r#"source = "rtsp://cam.local/live"
 transport = "auto""#,
     ),
+    (
+        "rtsp-auto-fallback-udp",
+        r#"source = "rtsp://cam.local/live"
+# attempt: udp"#,
+    ),
+    ("rtspu-forces-udp", r#"source = "rtspu://cam.local/live""#),
     ("rtsps", r#"source = "rtsps://cam.example:322/stream1""#),
+    (
+        "https-no-verify",
+        r#"source = "https://cam.example/video.mjpg"
+tls_verify = false"#,
+    ),
+    (
+        "http-snapshots",
+        r#"source = "http://admin:pw@10.0.0.5/snapshot.jpg"
+max_fps = 4
+# attempt: snapshots"#,
+    ),
+    (
+        "http-snapshots-lowres",
+        r#"source = "http://10.0.0.5/cgi-bin/snapshot.cgi"
+mjpeg_lowres = true
+# attempt: snapshots"#,
+    ),
     (
         "http",
         r#"source = "http://user:pw@10.0.0.5:8080/video.mjpg""#,
@@ -52,6 +76,11 @@ mjpeg_lowres = true"#,
         r#"source = "http://10.0.0.5:8080/video.mjpg"
 scale = 0.75
 mjpeg_lowres = true"#,
+    ),
+    (
+        "http-jpegdec",
+        r#"source = "http://10.0.0.5:8080/video.mjpg"
+mjpeg_lowres = false"#,
     ),
     ("file", r#"source = "/var/media/door clip.mp4""#),
     ("file-uri", r#"source = "file:///var/media/loop.mkv""#),
@@ -144,7 +173,15 @@ fn root() -> PathBuf {
 }
 
 /// Renders a case through the real config path: TOML -> settings -> plan.
+/// A `# attempt: udp` or `# attempt: snapshots` line renders the attempt a
+/// camera makes after falling back to it.
 fn render(body: &str) -> camstream::source::PipelinePlan {
+    let attempt = Attempt {
+        transport: body
+            .contains("# attempt: udp")
+            .then_some(LowerTransport::Udp),
+        snapshots: body.contains("# attempt: snapshots"),
+    };
     let text = format!("[[cameras]]\nid = \"golden\"\n{body}\n");
     // The config "lives" in the repo root, so pipeline_file resolves in
     // the shipped pipelines/ directory.
@@ -153,7 +190,7 @@ fn render(body: &str) -> camstream::source::PipelinePlan {
         .settings
         .as_ref()
         .unwrap_or_else(|e| panic!("case does not validate: {e}"));
-    settings.plan().expect("plan renders")
+    settings.plan_attempt(attempt).expect("plan renders")
 }
 
 #[test]
@@ -224,7 +261,8 @@ fn every_template_in_pipelines_dir_has_a_case() {
 
 #[test]
 fn rendered_pipelines_parse_in_gstreamer() {
-    gst::init().unwrap();
+    // Registers camstream's own elements too (camstreamjpegdec).
+    camstream::pipeline::init().unwrap();
     for (name, body) in CASES {
         let plan = render(body);
         let parsed =

@@ -7,7 +7,9 @@ use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::time::Duration;
 
 use common::mjpeg::{self, MjpegStream, MultipartParser};
-use common::rtsp::{Codec, RtspClient, RtspOptions, RtspServer};
+use common::rtsp::{
+    AuthMethod, Codec, RtspClient, RtspOptions, RtspServer, TlsIdentity, Transports,
+};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -496,6 +498,70 @@ fn rtsp_credentials_are_enforced() {
     );
     let frame = common::rtsp::pull_frame(&url, timeout).unwrap();
     assert_eq!((frame.width, frame.height), (320, 240));
+}
+
+#[test]
+fn rtsp_servers_allow_only_the_transports_asked_for() {
+    let timeout = Duration::from_secs(15);
+    for (transports, allowed, refused) in [
+        (Transports::UdpOnly, "udp", "tcp"),
+        (Transports::TcpOnly, "tcp", "udp"),
+    ] {
+        let server = RtspServer::start(RtspOptions {
+            width: 320,
+            height: 240,
+            transports,
+            ..Default::default()
+        })
+        .unwrap();
+        let frame = RtspClient::start(&server.url(), Some(allowed))
+            .unwrap()
+            .pull_frame(timeout)
+            .unwrap_or_else(|e| panic!("{transports:?} over {allowed}: {e:#}"));
+        assert_eq!((frame.width, frame.height), (320, 240));
+        let err = RtspClient::start(&server.url(), Some(refused))
+            .unwrap()
+            .pull_frame(timeout)
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("No supported stream was found"),
+            "{transports:?} over {refused}: {err:#}"
+        );
+    }
+}
+
+#[test]
+fn rtsp_serves_jpeg_digest_tls_and_audio() {
+    let timeout = Duration::from_secs(15);
+    let jpeg = RtspServer::start(RtspOptions {
+        codec: Codec::Jpeg,
+        audio: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let frame = common::rtsp::pull_frame(&jpeg.url(), timeout).unwrap();
+    assert_eq!((frame.width, frame.height), (640, 360));
+
+    let digest = RtspServer::start(RtspOptions {
+        credentials: Some(("cam".into(), "s3cret".into())),
+        auth_method: AuthMethod::Digest,
+        ..Default::default()
+    })
+    .unwrap();
+    let err = common::rtsp::pull_frame(&digest.url_with_credentials("cam", "wrong"), timeout)
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("Unauthorized"), "{err:#}");
+    common::rtsp::pull_frame(&digest.url_with_credentials("cam", "s3cret"), timeout).unwrap();
+
+    // A self-signed certificate: rtspsrc refuses it by default.
+    let tls = RtspServer::start(RtspOptions {
+        tls: Some(TlsIdentity::self_signed()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(tls.url().starts_with("rtsps://127.0.0.1:"));
+    let err = common::rtsp::pull_frame(&tls.url(), timeout).unwrap_err();
+    assert!(format!("{err:#}").contains("Failed to connect"), "{err:#}");
 }
 
 #[test]

@@ -227,14 +227,13 @@ fn the_scale_follows_a_mid_stream_resolution_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mjpeg_source_at_a_quarter_is_decoded_at_a_quarter() {
     // The origin serves 1280x720 MJPEG; the relays take a quarter of it,
-    // decoding straight to 320x180 (avdec_mjpeg lowres=2).
+    // decoding straight to 320x180 (camstreamjpegdec at 1/4, the default).
     let origin = app::start(
         "[[cameras]]\nid = \"origin\"\nsource = \"test:smpte?width=1280&height=720\"\nscale = 1\n",
     )
     .await;
     let origin_url = format!("{}/api/cameras/origin/stream.mjpeg", base(&origin));
-    let camera_toml =
-        format!("[[cameras]]\nid = \"relay\"\nsource = \"{origin_url}\"\nmjpeg_lowres = true\n");
+    let camera_toml = format!("[[cameras]]\nid = \"relay\"\nsource = \"{origin_url}\"\n");
 
     // Served by camstream: a quarter of the REAL size, and the API reports
     // the real size as the input.
@@ -257,7 +256,7 @@ async fn an_mjpeg_source_at_a_quarter_is_decoded_at_a_quarter() {
     let plan = settings.plan().unwrap();
     assert!(
         plan.description
-            .contains("avdec_mjpeg name=camstream_dec lowres=2"),
+            .contains("jpegparse ! camstreamjpegdec name=camstream_dec max-scale=0.25"),
         "{}",
         plan.description
     );

@@ -402,9 +402,15 @@ fn scenarios(rtsp: &RtspSource, mjpeg: &MjpegSource) -> Vec<Scenario> {
         },
         Scenario {
             name: "mjpeg-full",
-            about: "camstream relaying 1080p30 MJPEG: full-size jpegdec, then scale (default)",
+            about: "camstream relaying 1080p30 MJPEG with mjpeg_lowres = false: full-size jpegdec, then scale",
             run: Run::Camstream {
-                cams: vec![cam(&mjpeg.url(), "", 1, "", f64::from(FPS))],
+                cams: vec![cam(
+                    &mjpeg.url(),
+                    "mjpeg_lowres = false\n",
+                    1,
+                    "",
+                    f64::from(FPS),
+                )],
                 front: Front::Http,
             },
             floor: Some("floor-mjpeg"),
@@ -412,7 +418,7 @@ fn scenarios(rtsp: &RtspSource, mjpeg: &MjpegSource) -> Vec<Scenario> {
         },
         Scenario {
             name: "mjpeg-lowres",
-            about: "camstream relaying 1080p30 MJPEG with mjpeg_lowres: avdec_mjpeg decodes at 1/4",
+            about: "camstream relaying 1080p30 MJPEG (the default): camstreamjpegdec decodes at 1/4 in the DCT",
             run: Run::Camstream {
                 cams: vec![cam(
                     &mjpeg.url(),

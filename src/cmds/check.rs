@@ -17,6 +17,7 @@ use anyhow::anyhow;
 use super::ConfigArgs;
 use crate::config::{CameraEntry, CameraSettings, Config};
 use crate::pipeline;
+use crate::redact::KnownSecrets;
 use crate::source::Source;
 
 /// What `camstream check` takes.
@@ -63,9 +64,10 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Reads the config named by `args` and writes the report to `out`. Ok(true)
-/// when nothing is wrong enough to fail a camera.
-pub fn run(args: &CheckArgs, out: &mut impl Write) -> anyhow::Result<bool> {
+/// Reads the config named by `args` and writes the report to `out`, every
+/// line masked with the config's secrets (which `secrets` learns, for the
+/// log lines). Ok(true) when nothing is wrong enough to fail a camera.
+pub fn run(args: &CheckArgs, secrets: &KnownSecrets, out: &mut impl Write) -> anyhow::Result<bool> {
     let path = args.config.file().ok_or_else(|| {
         anyhow!(
             "no config to check: pass --config FILE (or set CAMSTREAM_CONFIG), or run in the \
@@ -77,14 +79,16 @@ pub fn run(args: &CheckArgs, out: &mut impl Write) -> anyhow::Result<bool> {
         Err(e) => {
             // A file the server would refuse to start with: one line, as
             // for every other problem.
-            writeln!(out, "error: {e}")?;
+            writeln!(out, "error: {}", secrets.redact(&e.to_string()))?;
             writeln!(out, "{}: cannot be used", path.display())?;
             return Ok(false);
         }
     };
+    secrets.learn(&config.redactor());
+    let redactor = secrets.redactor();
     let findings = check(&config);
     for finding in &findings {
-        writeln!(out, "{finding}")?;
+        writeln!(out, "{}", redactor.redact(&finding.to_string()))?;
     }
     let count = |level| findings.iter().filter(|f| f.level == level).count();
     let (errors, warnings) = (count(Level::Error), count(Level::Warning));

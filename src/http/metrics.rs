@@ -81,6 +81,14 @@ pub fn render(state: &AppState) -> warp::reply::Response {
     let mut e = Exposition {
         out: String::with_capacity(4096 + cameras.len() * 3072),
     };
+    // The only label values that come from the config: masked like
+    // everything else camstream says (ids are checked to be plain words,
+    // but a check is not a mask), once per camera rather than per sample.
+    let redactor = state.control.secrets().redactor();
+    let ids: Vec<String> = cameras
+        .iter()
+        .map(|c| redactor.redact(c.id().as_str()))
+        .collect();
 
     e.family(
         "camstream_build_info",
@@ -223,8 +231,8 @@ pub fn render(state: &AppState) -> warp::reply::Response {
     ];
     for (name, kind, help, read) in counters {
         e.family(name, kind, help);
-        for camera in &cameras {
-            e.sample(name, &[("camera", camera.id().as_str())], read(camera));
+        for (camera, id) in cameras.iter().zip(&ids) {
+            e.sample(name, &[("camera", id)], read(camera));
         }
     }
 
@@ -233,10 +241,10 @@ pub fn render(state: &AppState) -> warp::reply::Response {
         "gauge",
         "Encoded frames per second, measured over the last second.",
     );
-    for camera in &cameras {
+    for (camera, id) in cameras.iter().zip(&ids) {
         e.sample(
             "camstream_fps",
-            &[("camera", camera.id().as_str())],
+            &[("camera", id)],
             float(camera.status().fps),
         );
     }
@@ -246,12 +254,12 @@ pub fn render(state: &AppState) -> warp::reply::Response {
         "gauge",
         "1 for the camera's current state, 0 for the others.",
     );
-    for camera in &cameras {
+    for (camera, id) in cameras.iter().zip(&ids) {
         let current = camera.status().state;
         for s in STATES {
             e.sample(
                 "camstream_camera_state",
-                &[("camera", camera.id().as_str()), ("state", s.as_str())],
+                &[("camera", id), ("state", s.as_str())],
                 u8::from(s == current),
             );
         }
@@ -262,8 +270,8 @@ pub fn render(state: &AppState) -> warp::reply::Response {
         "histogram",
         "Time jpegenc took per frame.",
     );
-    for camera in &cameras {
-        let id = camera.id().as_str();
+    for (camera, id) in cameras.iter().zip(&ids) {
+        let id = id.as_str();
         let h = camera.stats().encode_time.snapshot();
         for (le, count) in &h.cumulative {
             e.sample(

@@ -30,12 +30,19 @@ use crate::camera::{Camera, OpenError, Viewer};
 use crate::config::CameraId;
 use crate::control::{Control, ManageError};
 use crate::frames::FrameKind;
+use crate::redact::redact_text;
 use crate::registry::Cameras;
 
-/// How long a new viewer or a snapshot waits for a camera's first frame:
-/// long enough for an RTSP connect and a key frame, short enough that a
-/// browser shows an error rather than hang.
+/// How long a new viewer or a snapshot waits for the first frame of a
+/// camera whose settings are invalid (it fails at once anyway). A valid
+/// camera is waited for as long as its own `first_frame_timeout_s` allows
+/// a start to take, plus [`OPEN_MARGIN`]: a viewer is never turned away
+/// with `camera_timeout` while the camera is still within its bound.
 pub const OPEN_WAIT: Duration = Duration::from_secs(10);
+/// The supervisor notices a start past its bound on its next progress
+/// check; the viewer waits that little longer so it gets the camera's own
+/// error ("no first frame within ...") rather than a bare timeout.
+const OPEN_MARGIN: Duration = Duration::from_secs(1);
 /// Retry-After for an unavailable camera, in seconds.
 const RETRY_AFTER_S: u64 = 5;
 /// Per-viewer frame-rate caps outside this range are refused.
@@ -179,10 +186,12 @@ struct ErrorDetail<'a> {
 
 impl Reply for ApiError {
     fn into_response(self) -> warp::reply::Response {
+        // Messages are built from masked parts; the rules run once more
+        // here, as a net under every one of them.
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
-                message: self.to_string(),
+                message: redact_text(&self.to_string()).into_owned(),
             },
         };
         let mut response =
@@ -460,6 +469,18 @@ fn parse_fps(query: &HashMap<String, String>) -> Result<Option<f64>, ApiError> {
     }
 }
 
+/// How long a viewer of `camera` waits for its first frame.
+fn open_wait(camera: &Camera) -> Duration {
+    wait_for(&camera.configured())
+}
+
+fn wait_for(configured: &crate::camera::Configured) -> Duration {
+    configured
+        .settings
+        .as_ref()
+        .map_or(OPEN_WAIT, |s| s.first_frame_timeout + OPEN_MARGIN)
+}
+
 /// The one place viewers are admitted, for MJPEG streams, snapshots and
 /// each camera of a grid socket: within `[server] max_viewers` over all
 /// cameras, and the camera's own `max_viewers`.
@@ -476,7 +497,7 @@ fn admit(state: &AppState, camera: &Arc<Camera>) -> Result<Viewer, ApiError> {
 async fn stream(state: &AppState, id: &str, query: &HashMap<String, String>) -> ApiResult {
     let camera = find_camera(state, id)?;
     let fps = parse_fps(query)?;
-    let viewer = admit(state, &camera)?.ready(OPEN_WAIT).await?;
+    let viewer = admit(state, &camera)?.ready(open_wait(&camera)).await?;
     // The camera's token is a child of the server's: the stream ends at
     // shutdown, and also when the camera is removed.
     Ok(mjpeg::response(viewer, fps, camera.cancel_token()))
@@ -538,7 +559,7 @@ fn grid_socket(
 
 async fn snapshot(state: &AppState, id: &str) -> ApiResult {
     let camera = find_camera(state, id)?;
-    let viewer = admit(state, &camera)?.ready(OPEN_WAIT).await?;
+    let viewer = admit(state, &camera)?.ready(open_wait(&camera)).await?;
     let frame = viewer
         .camera()
         .hub()
@@ -560,4 +581,27 @@ async fn snapshot(state: &AppState, id: &str) -> ApiResult {
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(frame.jpeg.len()));
     mjpeg::no_cache(headers);
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::camera::Configured;
+    use crate::config::Config;
+
+    #[test]
+    fn a_viewer_waits_as_long_as_its_camera_may_take_to_start() {
+        let config = Config::parse(
+            "[[cameras]]\nid = \"slow\"\nsource = \"test:\"\nfirst_frame_timeout_s = 45\n\
+             [[cameras]]\nid = \"bad\"\nsource = \"test:\"\nscale = 7\n",
+            None,
+        )
+        .unwrap();
+        let configured = |i: usize| Configured {
+            name: String::new(),
+            settings: config.cameras[i].settings.clone(),
+        };
+        assert_eq!(wait_for(&configured(0)), Duration::from_secs(46));
+        assert_eq!(wait_for(&configured(1)), OPEN_WAIT);
+    }
 }

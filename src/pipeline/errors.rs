@@ -5,13 +5,84 @@
 //! The mapping is by element factory and error code, checked against what
 //! GStreamer 1.22 actually posts (tests/errors.rs provokes each case).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
+use super::PipelineError;
+use super::transport::{FailureKind, TransportFailure};
 use crate::redact::Redactor;
+use crate::source::LowerTransport;
+
+/// What a pipeline knows about its source beyond the bus message, to say
+/// what an error means.
+#[derive(Clone, Debug, Default)]
+pub struct ErrorContext {
+    pub redactor: Redactor,
+    /// The RTSP lower transport this attempt uses.
+    pub transport: Option<LowerTransport>,
+    /// The `GTlsCertificateFlags` of a server certificate camstream refused
+    /// (rtspsrc's `accept-certificate`), 0 if none was.
+    pub tls_refused: Arc<AtomicU32>,
+}
+
+/// What a bus error means for camstream: a transport that did not work
+/// (another may), or the friendly text of anything else.
+pub fn bus_error(err: &gst::message::Error, ctx: &ErrorContext) -> PipelineError {
+    let error = err.error();
+    let is_rtspsrc = err
+        .src()
+        .and_then(|s| s.clone().downcast::<gst::Element>().ok())
+        .and_then(|e| e.factory())
+        .is_some_and(|f| f.name() == "rtspsrc");
+    if let (true, Some(transport)) = (is_rtspsrc, ctx.transport) {
+        let at = || {
+            let location = err
+                .src()
+                .filter(|s| s.has_property_with_type("location", gst::glib::Type::STRING))
+                .and_then(|s| s.property::<Option<String>>("location"))
+                .unwrap_or_default();
+            ctx.redactor.redact(&host_port(&location))
+        };
+        let debug = err.debug().map(|d| d.to_string()).unwrap_or_default();
+        // rtspsrc's wording for a SETUP refused with 461 (and nothing else
+        // to try), gstrtspsrc.c `nothing_to_activate`; and for a server
+        // that offered only transports not allowed (multicast), gstrtspsrc.c
+        // `no_protocols`.
+        if (error.matches(gst::StreamError::CodecNotFound)
+            && error.message().contains("transport protocols"))
+            || debug.contains("no protocols left")
+        {
+            return PipelineError::Transport(TransportFailure {
+                transport,
+                at: at(),
+                kind: FailureKind::Refused,
+            });
+        }
+        // gstrtspsrc.c `gst_rtspsrc_reconnect`, when UDP was the only
+        // protocol allowed: "Could not receive any UDP packets for 5.0000
+        // seconds, maybe your firewall is blocking it."
+        if let Some(rest) = debug.split("Could not receive any UDP packets for ").nth(1) {
+            let after_s = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<f64>().ok())
+                .map_or(5, |n| n.round() as u32);
+            return PipelineError::Transport(TransportFailure {
+                transport,
+                at: at(),
+                kind: FailureKind::NoUdpPackets { after_s },
+            });
+        }
+    }
+    PipelineError::Runtime(describe_error(err, ctx))
+}
 
 /// The friendly text for a bus error, with passwords masked.
-pub fn describe_error(err: &gst::message::Error, redactor: &Redactor) -> String {
+pub fn describe_error(err: &gst::message::Error, ctx: &ErrorContext) -> String {
+    let redactor = &ctx.redactor;
     let error = err.error();
     let detail = detail_line(err.debug().as_deref());
     let element = err
@@ -38,7 +109,15 @@ pub fn describe_error(err: &gst::message::Error, redactor: &Redactor) -> String 
     let friendly = match factory.as_str() {
         "rtspsrc" => {
             let at = host_port(&property("location"));
-            if error.matches(gst::ResourceError::NotAuthorized) {
+            let tls_refused = ctx.tls_refused.load(Ordering::Relaxed);
+            if tls_refused != 0 {
+                Some(format!(
+                    "the RTSP server at {at} presented a TLS certificate camstream cannot verify ({}): \
+                     if this is the camera's own certificate, set tls_verify = false for this camera, \
+                     or add the certificate of the authority that issued it to the system's trust store",
+                    certificate_problems(tls_refused)
+                ))
+            } else if error.matches(gst::ResourceError::NotAuthorized) {
                 Some(format!(
                     "the RTSP server at {at} refused the credentials (401 Unauthorized): \
                      check the user name and password in the camera's source (rtsp://user:password@host/...)"
@@ -72,9 +151,25 @@ pub fn describe_error(err: &gst::message::Error, redactor: &Redactor) -> String 
                     "the HTTP server refused access to {at} ({}): check the user name and password in the camera's source",
                     status.unwrap_or_default()
                 )),
+                _ if error.matches(gst::StreamError::WrongType) => Some(format!(
+                    "the HTTP source {at} answered with neither an MJPEG stream nor a JPEG image ({}): \
+                     point source at the camera's MJPEG stream or snapshot URL",
+                    error.message()
+                )),
                 Some(code) if code >= 400 => Some(format!(
                     "the HTTP server answered {code} for {at}: check the URL of the MJPEG stream"
                 )),
+                // souphttpsrc 1.22 reports a refused TLS certificate as no
+                // more than "Internal data stream error", like a refused
+                // connection.
+                _ if error.matches(gst::StreamError::Failed) && at.starts_with("https:") => {
+                    Some(format!(
+                        "cannot read the HTTPS source {at} (connection refused, the server closed the \
+                         connection, or its TLS certificate is not trusted): check the URL and that the \
+                         server is up; for a camera's own self-signed certificate, set tls_verify = false \
+                         for this camera"
+                    ))
+                }
                 _ if error.matches(gst::StreamError::Failed) => Some(format!(
                     "cannot read the HTTP source {at} (connection refused, or the server closed the connection): \
                      check the URL and that the server is up"
@@ -137,6 +232,32 @@ pub fn describe_error(err: &gst::message::Error, redactor: &Redactor) -> String 
         },
     };
     redactor.redact(&text)
+}
+
+/// What is wrong with a refused certificate, from its
+/// `GTlsCertificateFlags` (stable values, gio/gioenums.h).
+fn certificate_problems(flags: u32) -> String {
+    const PROBLEMS: &[(u32, &str)] = &[
+        (
+            0x01,
+            "not issued by a trusted authority: self-signed, as cameras ship",
+        ),
+        (0x02, "made out for another host name"),
+        (0x04, "not valid yet"),
+        (0x08, "expired"),
+        (0x10, "revoked"),
+        (0x20, "uses insecure algorithms"),
+    ];
+    let found: Vec<_> = PROBLEMS
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, text)| *text)
+        .collect();
+    if found.is_empty() {
+        "it failed validation".into()
+    } else {
+        found.join("; ")
+    }
 }
 
 /// The debug string is "file.c(line): function (): /Gst/Path:\ndetail";

@@ -10,11 +10,14 @@
 
 mod check;
 mod errors;
+mod jpegdec;
 mod packages;
 mod probe;
+mod snapshot;
+mod transport;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -24,16 +27,32 @@ use gstreamer_app as gst_app;
 
 use crate::frames::{FrameHub, FrameKind, PipelineStats, pack_size, unpack_size};
 use crate::redact::Redactor;
-use crate::source::{Credentials, LOWRES_DECODER, PipelinePlan};
+use crate::source::{Credentials, HttpMode, LOWRES_DECODER, PipelinePlan, SNAPSHOT_SOURCE};
 
 pub use check::{PlanCheck, check_plan, is_installed};
-use errors::describe_error;
+use errors::{ErrorContext, bus_error};
+pub use jpegdec::ELEMENT_NAME as DCT_JPEG_DECODER;
 pub use packages::{debian_package, missing_element_hint};
 pub use probe::{MEASURE_FOR, ProbeError, ProbeReport, probe};
+use snapshot::{SnapshotPoller, SnapshotSource};
+pub use transport::{FailureKind, TransportFailure, TransportFallback};
 
-/// Initialises GStreamer once per process. Safe to call repeatedly.
+/// The application message camstream's HTTP source posts when the server
+/// answers with a single JPEG image instead of an MJPEG stream.
+const SINGLE_IMAGES: &str = "camstream-single-images";
+
+/// Initialises GStreamer and registers camstream's own elements, once per
+/// process. Safe to call repeatedly.
 pub fn init() -> Result<(), PipelineError> {
-    gst::init().map_err(|e| PipelineError::Init(e.to_string()))
+    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    gst::init().map_err(|e| PipelineError::Init(e.to_string()))?;
+    REGISTERED
+        .get_or_init(|| {
+            jpegdec::register()
+                .map_err(|e| format!("camstream's element {}: {e}", jpegdec::ELEMENT_NAME))
+        })
+        .clone()
+        .map_err(PipelineError::Init)
 }
 
 /// Why a pipeline could not be built, started or kept running. Messages are
@@ -57,6 +76,13 @@ pub enum PipelineError {
     Start(String),
     #[error("{0}")]
     Runtime(String),
+    /// One RTSP lower transport did not work; another may (see
+    /// [`TransportFallback`]).
+    #[error("{0}")]
+    Transport(TransportFailure),
+    /// Every transport tried failed: says which, and what to check.
+    #[error("{message}")]
+    NoTransport { message: String },
 }
 
 impl PipelineError {
@@ -79,6 +105,9 @@ impl PipelineError {
 pub enum PipelineEvent {
     Error(PipelineError),
     EndOfStream,
+    /// The HTTP source answered with a single JPEG image, not an MJPEG
+    /// stream: it serves snapshots, to be polled (`Attempt::snapshots`).
+    SingleImages,
 }
 
 /// Where a pipeline's frames and counters go.
@@ -94,6 +123,16 @@ pub struct FrameOutput {
 pub struct Pipeline {
     pipeline: gst::Pipeline,
     redactor: Redactor,
+    context: ErrorContext,
+    snapshots: Mutex<Snapshots>,
+}
+
+/// The snapshot poller of a pipeline whose source serves single JPEGs.
+#[derive(Debug)]
+enum Snapshots {
+    None,
+    Ready(SnapshotSource),
+    Running(SnapshotPoller),
 }
 
 impl Pipeline {
@@ -107,9 +146,46 @@ impl Pipeline {
         redactor: Redactor,
     ) -> Result<Pipeline, PipelineError> {
         let (pipeline, sink) = parse(plan, &redactor)?;
-        let pipeline = Pipeline { pipeline, redactor };
+        let context = ErrorContext {
+            redactor: redactor.clone(),
+            transport: plan.transport,
+            tls_refused: Arc::new(AtomicU32::new(0)),
+        };
+        let mut pipeline = Pipeline {
+            pipeline,
+            redactor,
+            context,
+            snapshots: Mutex::new(Snapshots::None),
+        };
         if let Some(credentials) = &plan.credentials {
             pipeline.set_credentials(credentials);
+        }
+        pipeline.watch_certificates(plan.tls_verify);
+        match &plan.http {
+            Some(HttpMode::Stream) => pipeline.watch_for_single_images(),
+            Some(HttpMode::Snapshots { url, interval }) => {
+                let appsrc = pipeline
+                    .pipeline
+                    .by_name(SNAPSHOT_SOURCE)
+                    .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+                    .ok_or_else(|| {
+                        PipelineError::Syntax(format!("camstream's {SNAPSHOT_SOURCE} is missing"))
+                    })?;
+                let bus = pipeline
+                    .pipeline
+                    .bus()
+                    .expect("a pipeline always has a bus");
+                let source = SnapshotSource::new(
+                    appsrc,
+                    bus,
+                    url,
+                    plan.credentials.as_ref(),
+                    plan.tls_verify,
+                    *interval,
+                )?;
+                *pipeline.snapshots.get_mut().expect("snapshots lock") = Snapshots::Ready(source);
+            }
+            None => {}
         }
         if plan.managed {
             pipeline.follow_source_size(scale, &output.stats)?;
@@ -148,6 +224,75 @@ impl Pipeline {
                 element.set_property("user-pw", &credentials.password);
             }
         }
+    }
+
+    /// Decides, for every rtspsrc, what to do with a server certificate
+    /// that fails validation (rtspsrc's `accept-certificate`, emitted only
+    /// then): accept it if `tls_verify` is off, else refuse it and note
+    /// why, so the connection error that follows can say so. rtspsrc's
+    /// own message is "Failed to connect. (Generic error)".
+    fn watch_certificates(&self, tls_verify: bool) {
+        let mut elements = self.pipeline.iterate_recurse();
+        while let Ok(Some(element)) = elements.next() {
+            if element.factory().is_none_or(|f| f.name() != "rtspsrc") {
+                continue;
+            }
+            let refused = Arc::clone(&self.context.tls_refused);
+            element.connect("accept-certificate", false, move |args| {
+                if !tls_verify {
+                    return Some(true.to_value());
+                }
+                // GTlsCertificateFlags; 0x40 (generic error) if unreadable.
+                let flags = args
+                    .get(3)
+                    .and_then(gst::glib::FlagsValue::from_value)
+                    .map(|(_, set)| set.iter().fold(0, |all, v| all | v.value()))
+                    .filter(|flags| *flags != 0)
+                    .unwrap_or(0x40);
+                refused.store(flags, Ordering::Relaxed);
+                Some(false.to_value())
+            });
+        }
+    }
+
+    /// camstream's HTTP source expects an MJPEG stream; a server that
+    /// answers with one JPEG image (`snapshot.jpg`) serves snapshots
+    /// instead. The first bytes tell: a JPEG starts with FF D8, a multipart
+    /// body with its boundary. The image is dropped and the supervisor
+    /// told, which restarts the camera polling snapshots.
+    fn watch_for_single_images(&self) {
+        let mut elements = self.pipeline.iterate_recurse();
+        let src = loop {
+            match elements.next() {
+                Ok(Some(e)) if e.factory().is_some_and(|f| f.name() == "souphttpsrc") => break e,
+                Ok(Some(_)) => continue,
+                _ => return,
+            }
+        };
+        let Some(pad) = src.static_pad("src") else {
+            return;
+        };
+        let posted = AtomicBool::new(false);
+        let element = src.downgrade();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let jpeg = info
+                .buffer()
+                .and_then(|b| b.map_readable().ok())
+                .is_some_and(|m| m.starts_with(&[0xFF, 0xD8]));
+            if !jpeg {
+                return gst::PadProbeReturn::Remove;
+            }
+            if !posted.swap(true, Ordering::Relaxed)
+                && let Some(element) = element.upgrade()
+            {
+                let message =
+                    gst::message::Application::builder(gst::Structure::new_empty(SINGLE_IMAGES))
+                        .src(&element)
+                        .build();
+                let _ = element.post_message(message);
+            }
+            gst::PadProbeReturn::Drop
+        });
     }
 
     /// Keeps the capsfilter after the scaler at `scale` x the source's real
@@ -205,6 +350,7 @@ impl Pipeline {
             }
             gst::PadProbeReturn::Ok
         });
+        self.fill_in_durations();
         // Count the frames that reach the tail; frames_in - frames_out is
         // what the leaky queue and appsink dropped to stay current.
         let queue_sink = element("camstream_queue")?
@@ -218,6 +364,43 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Gives every frame that reaches the `max_fps` cap a timestamp and a
+    /// duration. A source with no frame rate (an HTTP MJPEG stream or
+    /// snapshots: the caps say 0/1, the parts carry no duration, now and
+    /// then no timestamp) makes GStreamer 1.22's videorate abort the whole
+    /// process (gstvideorate.c:739-740, assertions
+    /// `GST_BUFFER_PTS_IS_VALID (outbuf)` and `GST_BUFFER_DURATION_IS_VALID
+    /// (outbuf)`). A frame without a timestamp gets the pipeline's running
+    /// time, as `do-timestamp` would have given it; with one frame interval
+    /// at the cap as the duration, videorate passes the next frame no
+    /// sooner than that, so the cap holds.
+    fn fill_in_durations(&self) {
+        let Some(rate) = self.pipeline.by_name("camstream_rate") else {
+            return;
+        };
+        let max_rate = rate.property::<i32>("max-rate").max(1) as u64;
+        let Some(pad) = rate.static_pad("sink") else {
+            return;
+        };
+        let interval = gst::ClockTime::SECOND / max_rate;
+        let element = rate.downgrade();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(buffer) = info.buffer_mut() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            if buffer.pts().is_none() {
+                let Some(now) = element.upgrade().and_then(|e| e.current_running_time()) else {
+                    return gst::PadProbeReturn::Drop;
+                };
+                buffer.make_mut().set_pts(now);
+            }
+            if buffer.duration().is_none_or(|d| d.is_zero()) {
+                buffer.make_mut().set_duration(interval);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
     /// Finds camstream's reduced-size JPEG decoder, if the pipeline has one,
     /// and follows the real size on its input. Returns that size (packed,
     /// 0 until known) and the decoder's reduction as a shift (1 = 1/2).
@@ -226,12 +409,20 @@ impl Pipeline {
         let Some(decoder) = self.pipeline.by_name(LOWRES_DECODER) else {
             return (real_size, 0);
         };
-        let lowres = decoder
-            .property_value("lowres")
-            .transform::<i32>()
-            .ok()
-            .and_then(|v| v.get::<i32>().ok())
-            .map_or(0, |v| v.clamp(0, 3) as u32);
+        // camstream's DCT decoder reduces by the fraction its max-scale
+        // picks; avdec_mjpeg (in older templates) says it in `lowres`.
+        let lowres = if decoder.has_property("max-scale") {
+            crate::jpeg::dct_denominator(decoder.property::<f64>("max-scale")).trailing_zeros()
+        } else if decoder.has_property("lowres") {
+            decoder
+                .property_value("lowres")
+                .transform::<i32>()
+                .ok()
+                .and_then(|v| v.get::<i32>().ok())
+                .map_or(0, |v| v.clamp(0, 3) as u32)
+        } else {
+            0
+        };
         if let Some(pad) = decoder.static_pad("sink") {
             let store = Arc::clone(&real_size);
             pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
@@ -301,17 +492,25 @@ impl Pipeline {
     /// element refusing its settings) is reported with the element's reason.
     pub fn start(&self) -> Result<(), PipelineError> {
         if self.pipeline.set_state(gst::State::Playing).is_err() {
-            let reason = self
+            let error = self
                 .pipeline
                 .bus()
                 .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]))
-                .map(|msg| match msg.view() {
-                    gst::MessageView::Error(err) => describe_error(err, &self.redactor),
-                    _ => String::new(),
-                })
-                .filter(|r| !r.is_empty())
-                .unwrap_or_else(|| "the pipeline refused to start".into());
-            return Err(PipelineError::Start(reason));
+                .and_then(|msg| match msg.view() {
+                    gst::MessageView::Error(err) => Some(bus_error(err, &self.context)),
+                    _ => None,
+                });
+            return Err(match error {
+                Some(PipelineError::Runtime(reason)) => PipelineError::Start(reason),
+                Some(other) => other,
+                None => PipelineError::Start("the pipeline refused to start".into()),
+            });
+        }
+        let mut snapshots = self.snapshots.lock().expect("snapshots lock");
+        if let Snapshots::Ready(_) = &*snapshots
+            && let Snapshots::Ready(source) = std::mem::replace(&mut *snapshots, Snapshots::None)
+        {
+            *snapshots = Snapshots::Running(source.start()?);
         }
         Ok(())
     }
@@ -320,13 +519,19 @@ impl Pipeline {
     pub fn events(&self) -> impl Stream<Item = PipelineEvent> + Send + Unpin + use<> {
         let bus = self.pipeline.bus().expect("a pipeline always has a bus");
         let redactor = self.redactor.clone();
+        let context = self.context.clone();
         let weak = self.pipeline.downgrade();
         bus.stream().filter_map(move |msg| {
             let event = match msg.view() {
-                gst::MessageView::Error(err) => Some(PipelineEvent::Error(PipelineError::Runtime(
-                    describe_error(err, &redactor),
-                ))),
+                gst::MessageView::Error(err) => {
+                    Some(PipelineEvent::Error(bus_error(err, &context)))
+                }
                 gst::MessageView::Eos(_) => Some(PipelineEvent::EndOfStream),
+                gst::MessageView::Application(app)
+                    if app.structure().is_some_and(|s| s.name() == SINGLE_IMAGES) =>
+                {
+                    Some(PipelineEvent::SingleImages)
+                }
                 gst::MessageView::Warning(w) => {
                     tracing::warn!(
                         element = %msg.src().map(|s| s.name().to_string()).unwrap_or_default(),
@@ -362,6 +567,11 @@ impl Pipeline {
     /// Stops the pipeline and releases its threads, sockets and devices.
     /// Blocks until the streaming threads have stopped.
     pub fn stop(&self) {
+        // The poller first: a request in flight is aborted, and nothing is
+        // pushed into a pipeline going down.
+        if let Snapshots::Running(poller) = &mut *self.snapshots.lock().expect("snapshots lock") {
+            poller.stop();
+        }
         if let Err(e) = self.pipeline.set_state(gst::State::Null) {
             tracing::warn!("pipeline did not stop cleanly: {e}");
         }
@@ -376,6 +586,9 @@ impl Pipeline {
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
+        if let Ok(Snapshots::Running(poller)) = self.snapshots.get_mut() {
+            poller.stop();
+        }
         // Normally already NULL via stop(); a pipeline dropped in another
         // state leaks its threads and sockets.
         if self.pipeline.current_state() != gst::State::Null {

@@ -4,14 +4,14 @@
 //! The pipeline is built by [`Pipeline::build`] from the same plan a camera
 //! uses, so a probe that works means the camera will.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::{FrameOutput, Pipeline, PipelineError, describe_error};
+use super::{FrameOutput, Pipeline, PipelineError, SINGLE_IMAGES, bus_error};
 use crate::frames::{FrameHub, PipelineStats};
 use crate::redact::Redactor;
 use crate::source::PipelinePlan;
@@ -41,6 +41,10 @@ pub struct ProbeReport {
     pub measured_fps: f64,
     /// The size of the JPEG frames camstream would serve.
     pub output: Option<(u32, u32)>,
+    /// The tracks of an RTSP source besides the video camstream shows,
+    /// e.g. "audio (PCMA, 8000 Hz)"; camstream sets them up and ignores
+    /// them.
+    pub other_tracks: Vec<String>,
 }
 
 /// Why a probe found no picture.
@@ -56,6 +60,10 @@ pub enum ProbeError {
     Timeout(Duration),
     #[error("the source ended before its first frame: it holds no video camstream can decode")]
     Ended,
+    /// The HTTP source answered with a single JPEG image: probe it again
+    /// polling snapshots.
+    #[error("the HTTP source serves single JPEG images, not an MJPEG stream")]
+    SingleImages,
 }
 
 /// Builds and plays `plan` until the first frame, or until `timeout`, then
@@ -73,7 +81,11 @@ pub fn probe(
         stats: Arc::clone(&stats),
     };
     let pipeline = Pipeline::build(plan, scale, output, redactor)?;
-    let result = run(&pipeline, plan.managed, &stats, timeout);
+    let tracks = watch_other_tracks(&pipeline);
+    let result = run(&pipeline, plan.managed, &stats, timeout).map(|report| ProbeReport {
+        other_tracks: tracks.lock().map(|t| t.clone()).unwrap_or_default(),
+        ..report
+    });
     pipeline.stop();
     result
 }
@@ -144,6 +156,7 @@ fn run(
         framerate,
         measured_fps,
         output,
+        other_tracks: Vec::new(),
     })
 }
 
@@ -152,16 +165,60 @@ fn run(
 fn poll_bus(bus: &gst::Bus, pipeline: &Pipeline) -> Result<bool, ProbeError> {
     let Some(msg) = bus.timed_pop_filtered(
         gst::ClockTime::from_mseconds(POLL.as_millis() as u64),
-        &[gst::MessageType::Error, gst::MessageType::Eos],
+        &[
+            gst::MessageType::Error,
+            gst::MessageType::Eos,
+            gst::MessageType::Application,
+        ],
     ) else {
         return Ok(false);
     };
     match msg.view() {
-        gst::MessageView::Error(err) => Err(ProbeError::Pipeline(PipelineError::Runtime(
-            describe_error(err, &pipeline.redactor),
-        ))),
+        gst::MessageView::Error(err) => {
+            Err(ProbeError::Pipeline(bus_error(err, &pipeline.context)))
+        }
+        gst::MessageView::Application(app) => {
+            if app.structure().is_some_and(|s| s.name() == SINGLE_IMAGES) {
+                Err(ProbeError::SingleImages)
+            } else {
+                Ok(false)
+            }
+        }
         _ => Ok(true),
     }
+}
+
+/// Notes the RTP streams an RTSP source offers besides video (an audio
+/// track), from the caps rtspsrc's `select-stream` gives for each stream
+/// of the SDP before setting them up: "audio (PCMA, 8000 Hz)". Every
+/// stream is still set up, as for a camera.
+fn watch_other_tracks(pipeline: &Pipeline) -> Arc<Mutex<Vec<String>>> {
+    let tracks = Arc::new(Mutex::new(Vec::new()));
+    let mut elements = pipeline.pipeline.iterate_recurse();
+    while let Ok(Some(element)) = elements.next() {
+        if element.factory().is_none_or(|f| f.name() != "rtspsrc") {
+            continue;
+        }
+        let tracks = Arc::clone(&tracks);
+        element.connect("select-stream", false, move |args| {
+            let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
+            if let Some(s) = caps.as_ref().and_then(|c| c.structure(0)) {
+                let media = s.get::<&str>("media").unwrap_or("unknown");
+                if media != "video" {
+                    let encoding = s.get::<&str>("encoding-name").unwrap_or("unknown codec");
+                    let track = match s.get::<i32>("clock-rate") {
+                        Ok(rate) => format!("{media} ({encoding}, {rate} Hz)"),
+                        Err(_) => format!("{media} ({encoding})"),
+                    };
+                    if let Ok(mut tracks) = tracks.lock() {
+                        tracks.push(track);
+                    }
+                }
+            }
+            Some(true.to_value())
+        });
+    }
+    tracks
 }
 
 /// The negotiated caps on a named element's pad.

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use render::{
-    LOWRES_DECODER, PLACEHOLDERS, PipelinePlan, PipelineText, RenderOptions, TemplateError,
-    mjpeg_lowres, plan, quote, render_template, tail,
+    DEFAULT_SNAPSHOT_FPS, HttpMode, LOWRES_DECODER, PLACEHOLDERS, PipelinePlan, PipelineText,
+    RenderOptions, SNAPSHOT_SOURCE, TemplateError, jpeg_decoder, plan, quote, render_template,
+    tail,
 };
 
 /// The test pattern shown by the built-in demo camera and by a bare `test:`.
@@ -147,8 +148,11 @@ impl Source {
         }
         // OpenCV treats any string containing '!' as a GStreamer pipeline
         // when built with GStreamer; do the same before looking for a scheme,
-        // since a pipeline may well contain "rtsp://".
-        if spec.contains('!') {
+        // since a pipeline may well contain "rtsp://". Except a URL alone:
+        // a password may hold a '!' (`rtsp://admin:Pass1!@cam/x`), and a
+        // pipeline has more than one word.
+        let url_alone = scheme_of(spec).is_some() && !spec.contains(char::is_whitespace);
+        if spec.contains('!') && !url_alone {
             return Ok(Source::Launch {
                 description: spec.to_string(),
             });
@@ -216,19 +220,40 @@ impl Source {
         }
     }
 
-    /// The passwords this source holds, for a [`crate::redact::Redactor`].
+    /// The secrets this source holds, for a [`crate::redact::Redactor`]:
+    /// the URL's password (and its Basic form), credential query
+    /// parameters, and what the rules find in a pipeline or path.
     pub fn secrets(&self) -> Vec<String> {
-        self.credentials()
-            .map(|c| vec![c.password.clone()])
-            .unwrap_or_default()
+        let mut secrets = Vec::new();
+        if let Some(c) = self.credentials() {
+            secrets.push(c.password.clone());
+            secrets.push(crate::redact::basic_credentials(&c.user, &c.password));
+        }
+        let text = match self {
+            Source::Rtsp { url, .. } | Source::Http { url, .. } => url.to_string(),
+            Source::Launch { description } => description.clone(),
+            Source::File { path } => path.to_string_lossy().into_owned(),
+            Source::V4l2 { .. } | Source::Test { .. } => String::new(),
+        };
+        secrets.extend(crate::redact::find_secrets(&text));
+        secrets
     }
 }
 
-/// Shown with the password masked: this is the form for logs and the API.
+/// Shown with every secret masked (the URL's password, credential query
+/// parameters, secret properties): this is the form for logs and the API.
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.unmasked_display();
+        f.write_str(&crate::redact::redact_text(&shown))
+    }
+}
+
+impl Source {
+    /// The source as [`fmt::Display`] shows it, before the redactor's
+    /// rules run; only the URL's own credentials are replaced here.
+    fn unmasked_display(&self) -> String {
         match self {
-            Source::V4l2 { device } => f.write_str(device),
             Source::Rtsp { url, credentials } | Source::Http { url, credentials } => {
                 let mut shown = url.clone();
                 if let Some(c) = credentials {
@@ -237,16 +262,17 @@ impl fmt::Display for Source {
                     let _ = shown.set_username(&c.user);
                     let _ = shown.set_password(Some(crate::redact::MASK));
                 }
-                f.write_str(shown.as_str())
+                shown.to_string()
             }
-            Source::File { path } => write!(f, "{}", path.display()),
+            Source::V4l2 { device } => device.clone(),
+            Source::File { path } => path.display().to_string(),
             Source::Test {
                 pattern,
                 width,
                 height,
                 fps,
-            } => write!(f, "test:{pattern}?width={width}&height={height}&fps={fps}"),
-            Source::Launch { description } => f.write_str(&crate::redact::redact_text(description)),
+            } => format!("test:{pattern}?width={width}&height={height}&fps={fps}"),
+            Source::Launch { description } => description.clone(),
         }
     }
 }
@@ -346,18 +372,122 @@ fn parse_test(spec: &str, rest: &str) -> Result<Source, SourceError> {
     })
 }
 
-/// How an RTSP camera's packets travel.
+/// How an RTSP camera's packets travel: the `transport` setting.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
-    /// RTP interleaved on the RTSP TCP connection: works through NAT and
-    /// firewalls and never loses packets, so it is the default.
+    /// RTP over TCP first; if the server sets up no stream over TCP (it
+    /// answers 461 Unsupported Transport, as UDP-only servers and older
+    /// cameras do), RTP over UDP at once. What worked is remembered for the
+    /// camera's later restarts. The default: a camera works without anyone
+    /// knowing which transports it allows.
     #[default]
-    Tcp,
-    /// RTP over UDP: a little less latency on a clean LAN, artefacts on loss.
-    Udp,
-    /// Let rtspsrc try UDP, multicast, then TCP.
     Auto,
+    /// Only RTP interleaved on the RTSP TCP connection.
+    Tcp,
+    /// Only RTP over UDP.
+    Udp,
+}
+
+/// The lower transport RTP rides on for one attempt to open an RTSP
+/// camera (rtspsrc's `protocols`).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum LowerTransport {
+    /// Interleaved on the RTSP TCP connection: one connection, through NAT
+    /// and firewalls, no loss.
+    Tcp,
+    /// RTP and RTCP on UDP ports of their own.
+    Udp,
+}
+
+impl LowerTransport {
+    /// "tcp" / "udp", as the config, the API and rtspsrc write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LowerTransport::Tcp => "tcp",
+            LowerTransport::Udp => "udp",
+        }
+    }
+
+    /// "TCP" / "UDP", for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            LowerTransport::Tcp => "TCP",
+            LowerTransport::Udp => "UDP",
+        }
+    }
+
+    /// The other one.
+    pub fn other(self) -> LowerTransport {
+        match self {
+            LowerTransport::Tcp => LowerTransport::Udp,
+            LowerTransport::Udp => LowerTransport::Tcp,
+        }
+    }
+}
+
+impl fmt::Display for LowerTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<LowerTransport> for Transport {
+    fn from(lower: LowerTransport) -> Transport {
+        match lower {
+            LowerTransport::Tcp => Transport::Tcp,
+            LowerTransport::Udp => Transport::Udp,
+        }
+    }
+}
+
+impl Transport {
+    /// The lower transports to try, in order, for one (re)start of an RTSP
+    /// camera: a pinned one alone; for `auto`, the one that worked last
+    /// (`remembered`) first, else TCP first; a URL scheme that forces one
+    /// (`rtspt://`, `rtspu://`) wins over `auto`.
+    pub fn order(
+        self,
+        forced: Option<LowerTransport>,
+        remembered: Option<LowerTransport>,
+    ) -> Vec<LowerTransport> {
+        match (self, forced) {
+            (Transport::Tcp, _) => vec![LowerTransport::Tcp],
+            (Transport::Udp, _) => vec![LowerTransport::Udp],
+            (Transport::Auto, Some(forced)) => vec![forced],
+            (Transport::Auto, None) => {
+                let first = remembered.unwrap_or(LowerTransport::Tcp);
+                vec![first, first.other()]
+            }
+        }
+    }
+}
+
+impl Source {
+    /// The lower transport an RTSP URL's scheme forces, if it does:
+    /// `rtspt://` (and `rtspst://`) TCP, `rtspu://` (and `rtspsu://`) UDP.
+    pub fn forced_transport(&self) -> Option<LowerTransport> {
+        let Source::Rtsp { url, .. } = self else {
+            return None;
+        };
+        match url.scheme() {
+            "rtspt" | "rtspst" => Some(LowerTransport::Tcp),
+            "rtspu" | "rtspsu" => Some(LowerTransport::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// What one attempt to open a camera uses, beyond its settings: the choices
+/// camstream makes (and remembers) for a camera that did not pin them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Attempt {
+    /// The RTSP lower transport; None renders the setting's first choice.
+    pub transport: Option<LowerTransport>,
+    /// The HTTP source serves single JPEG images, not an MJPEG stream:
+    /// poll it.
+    pub snapshots: bool,
 }
 
 #[cfg(test)]
@@ -406,6 +536,12 @@ mod tests {
         // element, and never shown.
         let (_, creds) = rtsp("rtsp://admin:p%40ss+w%3Ad@cam/x");
         assert_eq!(creds.unwrap().password, "p@ss+w:d");
+        // A '!' in the password leaves a URL a URL.
+        let (url, creds) = rtsp("rtsp://admin:Pass1!@cam/x");
+        assert_eq!(
+            (url.as_str(), creds.unwrap().password.as_str()),
+            ("rtsp://cam/x", "Pass1!")
+        );
         let shown = Source::parse("rtsp://admin:12345@cam/x")
             .unwrap()
             .to_string();
@@ -457,6 +593,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("secret"), "{err}");
+        // Query parameters carrying credentials are masked when shown.
+        let shown = Source::parse("http://cam/videostream.cgi?user=admin&pwd=Foscam1")
+            .unwrap()
+            .to_string();
+        assert_eq!(shown, "http://cam/videostream.cgi?user=admin&pwd=***");
+        let secrets = Source::parse("http://u:p4ss@cam/v.cgi?loginpas=Dahua1")
+            .unwrap()
+            .secrets();
+        for secret in [
+            "p4ss",
+            "Dahua1",
+            &crate::redact::basic_credentials("u", "p4ss"),
+        ] {
+            assert!(secrets.iter().any(|s| s == secret), "{secret}: {secrets:?}");
+        }
+    }
+
+    #[test]
+    fn transports_to_try() {
+        use LowerTransport::{Tcp, Udp};
+        assert_eq!(Transport::default(), Transport::Auto);
+        assert_eq!(Transport::Auto.order(None, None), [Tcp, Udp]);
+        assert_eq!(Transport::Auto.order(None, Some(Udp)), [Udp, Tcp]);
+        assert_eq!(Transport::Auto.order(Some(Udp), Some(Tcp)), [Udp]);
+        assert_eq!(Transport::Tcp.order(None, Some(Udp)), [Tcp]);
+        assert_eq!(Transport::Udp.order(None, None), [Udp]);
+        let forced = |url: &str| Source::parse(url).unwrap().forced_transport();
+        assert_eq!(forced("rtsp://cam/x"), None);
+        assert_eq!(forced("rtspt://cam/x"), Some(Tcp));
+        assert_eq!(forced("rtspu://cam/x"), Some(Udp));
+        assert_eq!(forced("rtspsu://cam/x"), Some(Udp));
+        assert_eq!(forced("http://cam/x"), None);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! scale/encode tail camstream appends. Pure functions of their inputs, so
 //! golden tests can pin every string (tests/golden.rs).
 
-use super::{Credentials, DEMO_PATTERN, Source, Transport};
+use std::time::Duration;
+
+use super::{Attempt, Credentials, DEMO_PATTERN, LowerTransport, Source};
 
 /// The placeholders a pipeline template may use. Each is replaced by a
 /// gst-launch value (quoted where needed) taken from the camera's source.
@@ -17,7 +19,10 @@ pub const PLACEHOLDERS: &[(&str, &str)] = &[
         "latency",
         "the RTSP jitter-buffer latency in ms (latency_ms)",
     ),
-    ("protocols", "rtspsrc's lower transports (transport)"),
+    (
+        "protocols",
+        "rtspsrc's lower transport for this attempt, tcp or udp (transport)",
+    ),
     ("width", "test source width"),
     ("height", "test source height"),
     ("fps", "test source frame rate"),
@@ -25,7 +30,7 @@ pub const PLACEHOLDERS: &[(&str, &str)] = &[
     ("source", "camstream's own fragment for this source"),
     (
         "jpeg_decoder",
-        "the JPEG decoder: jpegdec, or avdec_mjpeg at 1/2 or 1/4 size with mjpeg_lowres",
+        "the JPEG decoder: camstreamjpegdec decoding at 1/2, 1/4 or 1/8 size in the DCT, or jpegdec with mjpeg_lowres = false",
     ),
 ];
 
@@ -40,10 +45,21 @@ const RTSP_TCP_TIMEOUT_US: u64 = 5_000_000;
 /// Timeout for blocking reads of an HTTP MJPEG source, in seconds.
 const HTTP_TIMEOUT_S: u32 = 5;
 
+/// How often an HTTP source that serves single JPEG images is polled when
+/// the camera sets no `max_fps`: a snapshot costs the camera a full-size
+/// JPEG encode, which many cameras manage only a few times a second, and
+/// two a second is a live enough picture for a status wall.
+pub const DEFAULT_SNAPSHOT_FPS: u32 = 2;
+
+/// The name of the `appsrc` that polled JPEG snapshots are pushed into.
+pub const SNAPSHOT_SOURCE: &str = "camstream_snapshots";
+
 /// Settings that shape the rendered pipeline.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RenderOptions {
-    pub transport: Transport,
+    /// The `transport` setting; which lower transport this attempt uses is
+    /// `attempt.transport`.
+    pub transport: super::Transport,
     /// rtspsrc's jitter-buffer latency. rtspsrc defaults to 2000 ms, which
     /// a live viewer sees as two seconds of lag.
     pub latency_ms: u32,
@@ -53,22 +69,57 @@ pub struct RenderOptions {
     pub max_fps: Option<u32>,
     /// The output size as a factor of the source's.
     pub scale: f64,
-    /// Decode MJPEG at a reduced size when `scale` allows (see
-    /// [`mjpeg_lowres`]).
+    /// Decode MJPEG with camstream's own decoder, straight to the reduced
+    /// size `scale` allows (see [`jpeg_decoder`]); jpegdec at full size
+    /// when off.
     pub mjpeg_lowres: bool,
+    /// Verify TLS certificates (`rtsps://`, `https://`) against the
+    /// system's trust store.
+    pub tls_verify: bool,
+    /// What this attempt chose where the settings leave a choice.
+    pub attempt: Attempt,
 }
 
 impl Default for RenderOptions {
     fn default() -> Self {
         RenderOptions {
-            transport: Transport::Tcp,
+            transport: super::Transport::default(),
             latency_ms: 100,
             quality: 80,
             max_fps: None,
             scale: crate::config::DEFAULT_SCALE,
-            mjpeg_lowres: false,
+            mjpeg_lowres: true,
+            tls_verify: true,
+            attempt: Attempt::default(),
         }
     }
+}
+
+impl RenderOptions {
+    /// The lower transport an RTSP source uses in this attempt.
+    fn lower_transport(&self, source: &Source) -> LowerTransport {
+        self.attempt
+            .transport
+            .unwrap_or_else(|| self.transport.order(source.forced_transport(), None)[0])
+    }
+
+    /// How often a snapshot source is polled: `max_fps`, else
+    /// [`DEFAULT_SNAPSHOT_FPS`].
+    pub fn snapshot_interval(&self) -> Duration {
+        Duration::from_secs(1) / self.max_fps.unwrap_or(DEFAULT_SNAPSHOT_FPS).max(1)
+    }
+}
+
+/// How camstream reads an HTTP source with its own fragment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpMode {
+    /// An MJPEG stream (`multipart/x-mixed-replace`). `pipeline/` watches
+    /// the first bytes: a single JPEG instead means the source serves
+    /// snapshots.
+    Stream,
+    /// Single JPEG images, fetched from `url` (no credentials) every
+    /// `interval` and pushed into the `appsrc` named [`SNAPSHOT_SOURCE`].
+    Snapshots { url: String, interval: Duration },
 }
 
 /// A pipeline override, as written in the config or in a file under
@@ -97,6 +148,12 @@ pub struct PipelinePlan {
     /// Set on every element with `user-id`/`user-pw` properties after the
     /// description is parsed.
     pub credentials: Option<Credentials>,
+    /// The RTP lower transport of an RTSP source in this attempt.
+    pub transport: Option<LowerTransport>,
+    /// Whether TLS certificates are verified (false: `tls_verify = false`).
+    pub tls_verify: bool,
+    /// How an HTTP source is read, when camstream's own fragment reads it.
+    pub http: Option<HttpMode>,
 }
 
 /// A template that cannot be rendered for this camera.
@@ -143,10 +200,33 @@ pub fn plan(
     // A whole pipeline names its own appsink; anything else yields raw video
     // and gets the tail (see pipelines/README.md for the contract).
     let managed = !body.contains("appsink");
-    let description = if managed {
+    let snapshots = matches!(
+        (source, text),
+        (Some(Source::Http { .. }), PipelineText::Source)
+    ) && opts.attempt.snapshots;
+    let description = if managed && snapshots {
+        // Snapshots are polled at `max_fps` already; a rate cap on top
+        // would only drop those whose answer came back early.
+        let uncapped = RenderOptions {
+            max_fps: None,
+            ..opts.clone()
+        };
+        format!("{body} ! {}", tail(&uncapped))
+    } else if managed {
         format!("{body} ! {}", tail(opts))
     } else {
         body.clone()
+    };
+    let http = match (source, text) {
+        (Some(Source::Http { url, .. }), PipelineText::Source) => Some(if snapshots {
+            HttpMode::Snapshots {
+                url: url.to_string(),
+                interval: opts.snapshot_interval(),
+            }
+        } else {
+            HttpMode::Stream
+        }),
+        _ => None,
     };
     Ok(PipelinePlan {
         description,
@@ -154,6 +234,11 @@ pub fn plan(
         managed,
         loop_on_eos: matches!(source, Some(Source::File { .. })),
         credentials: source.and_then(Source::credentials).cloned(),
+        transport: source
+            .filter(|s| matches!(s, Source::Rtsp { .. }))
+            .map(|s| opts.lower_transport(s)),
+        tls_verify: opts.tls_verify,
+        http,
     })
 }
 
@@ -164,25 +249,34 @@ fn fragment(source: &Source, opts: &RenderOptions) -> String {
         // decodebin takes whatever the webcam offers, raw or MJPEG; the
         // pipelines/ templates pin one when a camera needs it.
         Source::V4l2 { device } => format!("v4l2src device={} ! decodebin", quote(device)),
+        // The caps filter keeps an audio track, if the camera has one, out
+        // of the video path: its pad stays unlinked, and rtspsrc carries on.
         Source::Rtsp { url, .. } => format!(
             "rtspsrc location={} latency={} protocols={} tcp-timeout={RTSP_TCP_TIMEOUT_US} \
              drop-on-latency=true ! application/x-rtp,media=video ! decodebin",
             quote(url.as_str()),
             opts.latency_ms,
-            protocols(opts.transport),
+            opts.lower_transport(source),
+        ),
+        // Single JPEG images, fetched by `pipeline/` at the poll rate and
+        // pushed in here; do-timestamp stamps each with its arrival time.
+        Source::Http { .. } if opts.attempt.snapshots => format!(
+            "appsrc name={SNAPSHOT_SOURCE} is-live=true do-timestamp=true format=time \
+             caps=image/jpeg ! {}",
+            mjpeg_decode(opts)
         ),
         // Another MJPEG server's stream: split the multipart parts, decode.
         // do-timestamp gives the parts the capture times a live source needs.
-        // jpegparse puts the JPEG's real size in the caps, which a
-        // reduced-size decoder's output no longer shows.
         Source::Http { url, .. } => format!(
-            "souphttpsrc location={} is-live=true do-timestamp=true timeout={HTTP_TIMEOUT_S} \
+            "souphttpsrc location={} is-live=true do-timestamp=true timeout={HTTP_TIMEOUT_S}{} \
              ! multipartdemux single-stream=true ! {}",
             quote(url.as_str()),
-            match mjpeg_lowres(opts) {
-                0 => "jpegdec".to_string(),
-                _ => format!("jpegparse ! {}", jpeg_decoder(opts)),
-            }
+            if opts.tls_verify {
+                ""
+            } else {
+                " ssl-strict=false"
+            },
+            mjpeg_decode(opts)
         ),
         // A file is not live: without `identity sync=true` it would be
         // decoded as fast as the CPU allows instead of at its frame rate.
@@ -238,37 +332,34 @@ pub fn tail(opts: &RenderOptions) -> String {
     )
 }
 
-/// avdec_mjpeg's `lowres` for these options: 1 decodes at 1/2 size, 2 at
-/// 1/4, the largest reduction that stays at or above `scale` (the scaler
-/// does the rest, e.g. 1/4 then 1/2 for a scale of 1/8: GStreamer 1.22's
-/// avdec_mjpeg offers no 1/8). 0 when `mjpeg_lowres` is off.
+/// The element that decodes a JPEG stream for these options: camstream's
+/// own `camstreamjpegdec`, which decodes in the DCT straight to the
+/// smallest of 1/1, 1/2, 1/4, 1/8 at or above `scale` (the scaler does the
+/// rest), or with `mjpeg_lowres = false` jpegdec at full size.
 ///
-/// Off by default: measured on GStreamer 1.22 with FFmpeg 5.1, avdec_mjpeg
-/// at 1/4 size costs as much CPU as libjpeg-turbo's full-size jpegdec plus
-/// the scaler, and at 1/2 size a third more (docs/benchmarks.md).
-pub fn mjpeg_lowres(opts: &RenderOptions) -> u8 {
-    match opts.scale {
-        _ if !opts.mjpeg_lowres => 0,
-        s if s <= 0.25 => 2,
-        s if s <= 0.5 => 1,
-        _ => 0,
+/// On by default: decoding a 1080p MJPEG stream to 480x270 this way
+/// costs 0.7-0.8x the CPU of jpegdec plus the scaler (docs/benchmarks.md).
+/// avdec_mjpeg's `lowres`, which this replaces, saved nothing on
+/// GStreamer 1.22 with FFmpeg 5.1.
+pub fn jpeg_decoder(opts: &RenderOptions) -> String {
+    if opts.mjpeg_lowres {
+        format!(
+            "{} name={LOWRES_DECODER} max-scale={}",
+            crate::pipeline::DCT_JPEG_DECODER,
+            opts.scale.clamp(0.0, 1.0)
+        )
+    } else {
+        "jpegdec".to_string()
     }
 }
 
-/// The element that decodes a JPEG stream for these options.
-fn jpeg_decoder(opts: &RenderOptions) -> String {
-    match mjpeg_lowres(opts) {
-        0 => "jpegdec".to_string(),
-        lowres => format!("avdec_mjpeg name={LOWRES_DECODER} lowres={lowres}"),
-    }
-}
-
-/// rtspsrc's `protocols` flags for a transport.
-fn protocols(transport: Transport) -> &'static str {
-    match transport {
-        Transport::Tcp => "tcp",
-        Transport::Udp => "udp",
-        Transport::Auto => "udp+udp-mcast+tcp",
+/// Decoding a stream of JPEG images. jpegparse puts the JPEG's real size in
+/// the caps, which a reduced-size decoder's output no longer shows.
+fn mjpeg_decode(opts: &RenderOptions) -> String {
+    if opts.mjpeg_lowres {
+        format!("jpegparse ! {}", jpeg_decoder(opts))
+    } else {
+        jpeg_decoder(opts)
     }
 }
 
@@ -360,7 +451,7 @@ fn placeholder(
         ("location", Source::File { path }) => Some(quote(&path.to_string_lossy())),
         ("device", Source::V4l2 { device }) => Some(quote(device)),
         ("latency", Source::Rtsp { .. }) => Some(opts.latency_ms.to_string()),
-        ("protocols", Source::Rtsp { .. }) => Some(protocols(opts.transport).to_string()),
+        ("protocols", Source::Rtsp { .. }) => Some(opts.lower_transport(source).to_string()),
         ("width", Source::Test { width, .. }) => Some(width.to_string()),
         ("height", Source::Test { height, .. }) => Some(height.to_string()),
         ("fps", Source::Test { fps, .. }) => Some(fps.to_string()),
@@ -442,19 +533,56 @@ mod tests {
     }
 
     #[test]
-    fn lowres_follows_the_scale() {
-        let lowres = |scale, on| {
-            mjpeg_lowres(&RenderOptions {
+    fn jpeg_decoder_follows_the_option_and_the_scale() {
+        let decoder = |scale, on| {
+            jpeg_decoder(&RenderOptions {
                 scale,
                 mjpeg_lowres: on,
                 ..opts()
             })
         };
         assert_eq!(
-            [1.0, 0.6, 0.5, 0.3, 0.25, 0.125].map(|s| lowres(s, true)),
-            [0, 0, 1, 1, 2, 2]
+            decoder(0.25, true),
+            "camstreamjpegdec name=camstream_dec max-scale=0.25"
         );
-        assert_eq!(lowres(0.25, false), 0);
+        assert_eq!(
+            decoder(2.0, true),
+            "camstreamjpegdec name=camstream_dec max-scale=1"
+        );
+        assert_eq!(decoder(0.25, false), "jpegdec");
+    }
+
+    #[test]
+    fn snapshots_are_polled_at_max_fps_without_a_second_cap() {
+        let source = Source::parse("http://u:pw@cam/snapshot.jpg").unwrap();
+        let snapshots = RenderOptions {
+            max_fps: Some(4),
+            attempt: Attempt {
+                transport: None,
+                snapshots: true,
+            },
+            ..opts()
+        };
+        let plan = plan(Some(&source), PipelineText::Source, &snapshots).unwrap();
+        assert_eq!(
+            plan.http,
+            Some(HttpMode::Snapshots {
+                url: "http://cam/snapshot.jpg".into(),
+                interval: Duration::from_millis(250),
+            })
+        );
+        assert!(
+            !plan.description.contains("videorate"),
+            "{}",
+            plan.description
+        );
+        assert_eq!(
+            opts().snapshot_interval(),
+            Duration::from_secs(1) / DEFAULT_SNAPSHOT_FPS
+        );
+        let stream = super::plan(Some(&source), PipelineText::Source, &opts()).unwrap();
+        assert_eq!(stream.http, Some(HttpMode::Stream));
+        assert_eq!(stream.transport, None);
     }
 
     #[test]

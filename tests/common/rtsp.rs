@@ -15,7 +15,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_rtsp_server as gst_rtsp_server;
 use gstreamer_rtsp_server::prelude::*;
-use gstreamer_rtsp_server::{gio, glib};
+use gstreamer_rtsp_server::{gio, glib, gst_rtsp};
 
 /// Role name stored in the auth token and granted on the factory; any name
 /// works as long as both sides agree.
@@ -25,6 +25,59 @@ const ROLE: &str = "camstream-test-user";
 pub enum Codec {
     H264,
     H265,
+    /// RTP/JPEG (RFC 2435), the "MJPEG" stream many cameras offer beside
+    /// H.264.
+    Jpeg,
+}
+
+/// Which lower transports the server allows for RTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transports {
+    /// UDP, multicast and TCP interleaved (gst-rtsp-server's default).
+    Any,
+    /// RTP over UDP only: a SETUP asking for TCP gets 461 Unsupported
+    /// Transport, as from several older cameras and RTSP servers.
+    UdpOnly,
+    /// RTP interleaved on the RTSP connection only.
+    TcpOnly,
+    /// Multicast only: refuses both unicast UDP and TCP, for the case where
+    /// no transport camstream tries works.
+    MulticastOnly,
+}
+
+/// How the server checks `credentials`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    Basic,
+    /// RFC 2617 Digest, which most IP cameras require.
+    Digest,
+}
+
+/// A TLS identity for `rtsps://` (and the HTTP test camera's https://):
+/// certificate and private key, as PEM and as DER.
+#[derive(Clone, Debug)]
+pub struct TlsIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: Vec<u8>,
+    /// PKCS#8.
+    pub key_der: Vec<u8>,
+}
+
+impl TlsIdentity {
+    /// A fresh self-signed certificate for 127.0.0.1 and localhost, as a
+    /// camera out of the box presents: no client can trust it by default.
+    pub fn self_signed() -> TlsIdentity {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+                .expect("a self-signed certificate");
+        TlsIdentity {
+            cert_pem: cert.pem(),
+            key_pem: signing_key.serialize_pem(),
+            cert_der: cert.der().to_vec(),
+            key_der: signing_key.serialize_der(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -35,11 +88,19 @@ pub struct RtspOptions {
     pub codec: Codec,
     /// Mount path, must start with '/', e.g. "/test".
     pub path: String,
-    /// When Some, HTTP-style basic auth is required and only this user may
-    /// access or construct the media.
+    /// When Some, authentication (`auth_method`) is required and only this
+    /// user may access or construct the media.
     pub credentials: Option<(String, String)>,
+    /// How `credentials` are checked.
+    pub auth_method: AuthMethod,
     /// videotestsrc pattern nick ("ball", "smpte", "black", "white", ...).
     pub pattern: String,
+    /// Lower transports the server accepts.
+    pub transports: Transports,
+    /// Also serve an audio track (A-law, stream 1) beside the video.
+    pub audio: bool,
+    /// Serve `rtsps://` with this certificate.
+    pub tls: Option<TlsIdentity>,
 }
 
 impl Default for RtspOptions {
@@ -51,7 +112,11 @@ impl Default for RtspOptions {
             codec: Codec::H264,
             path: "/test".to_owned(),
             credentials: None,
+            auth_method: AuthMethod::Basic,
             pattern: "ball".to_owned(),
+            transports: Transports::Any,
+            audio: false,
+            tls: None,
         }
     }
 }
@@ -88,15 +153,30 @@ impl RtspOptions {
         // key-int-max=fps gives a keyframe every second, so a client that
         // joins a shared, already-running media decodes quickly; and
         // config-interval=1 repeats SPS/PPS (and VPS) with each keyframe.
-        let (enc, pay) = match self.codec {
-            Codec::H264 => ("x264enc", "rtph264pay"),
-            Codec::H265 => ("x265enc", "rtph265pay"),
+        let encode = match self.codec {
+            Codec::H264 => format!(
+                "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} \
+                 ! rtph264pay name=pay0 pt=96 config-interval=1"
+            ),
+            Codec::H265 => format!(
+                "x265enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} \
+                 ! rtph265pay name=pay0 pt=96 config-interval=1"
+            ),
+            // Every JPEG frame stands alone: no key-frame wait. rtpjpegpay
+            // takes 4:2:0 and 4:2:2 only (the caps pin I420).
+            Codec::Jpeg => "jpegenc quality=70 ! rtpjpegpay name=pay0 pt=26".to_owned(),
+        };
+        // A-law at 8 kHz, as cameras with a microphone send it.
+        let audio = if self.audio {
+            " audiotestsrc is-live=true wave=sine ! audio/x-raw,rate=8000,channels=1 \
+              ! alawenc ! rtppcmapay name=pay1 pt=8"
+        } else {
+            ""
         };
         format!(
             "( videotestsrc is-live=true pattern={pattern} \
-             ! video/x-raw,width={width},height={height},framerate={fps}/1 \
-             ! {enc} tune=zerolatency speed-preset=ultrafast key-int-max={fps} \
-             ! {pay} name=pay0 pt=96 config-interval=1 )"
+             ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
+             ! {encode}{audio} )"
         )
     }
 }
@@ -104,6 +184,7 @@ impl RtspOptions {
 pub struct RtspServer {
     port: u16,
     path: String,
+    tls: bool,
     running: Option<Running>,
 }
 
@@ -147,18 +228,58 @@ impl RtspServer {
         let factory = gst_rtsp_server::RTSPMediaFactory::new();
         factory.set_launch(&opts.launch_line());
         factory.set_shared(true);
+        match opts.transports {
+            Transports::Any => {}
+            Transports::UdpOnly => factory
+                .set_protocols(gst_rtsp::RTSPLowerTrans::UDP | gst_rtsp::RTSPLowerTrans::UDP_MCAST),
+            Transports::TcpOnly => factory.set_protocols(gst_rtsp::RTSPLowerTrans::TCP),
+            Transports::MulticastOnly => {
+                factory.set_protocols(gst_rtsp::RTSPLowerTrans::UDP_MCAST);
+                // Without addresses to hand out, the server answers 503
+                // instead of refusing the unicast transports with 461.
+                let pool = gst_rtsp_server::RTSPAddressPool::new();
+                pool.add_range("224.3.0.0", "224.3.0.10", 5000, 5010, 1)
+                    .context("multicast address pool")?;
+                factory.set_address_pool(Some(&pool));
+            }
+        }
         let medias: Arc<Mutex<Vec<glib::WeakRef<gst_rtsp_server::RTSPMedia>>>> = Arc::default();
         factory.connect_media_configure({
             let medias = medias.clone();
             move |_, media| medias.lock().unwrap().push(media.downgrade())
         });
 
-        if let Some((user, pass)) = &opts.credentials {
+        if opts.credentials.is_some() || opts.tls.is_some() {
             let auth = gst_rtsp_server::RTSPAuth::new();
             let token = gst_rtsp_server::RTSPToken::builder()
                 .field(gst_rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
                 .build();
-            auth.add_basic(&gst_rtsp_server::RTSPAuth::make_basic(user, pass), &token);
+            match &opts.credentials {
+                Some((user, pass)) => match opts.auth_method {
+                    AuthMethod::Basic => {
+                        auth.add_basic(&gst_rtsp_server::RTSPAuth::make_basic(user, pass), &token);
+                        auth.set_supported_methods(gst_rtsp::RTSPAuthMethod::Basic);
+                    }
+                    AuthMethod::Digest => {
+                        auth.add_digest(user, pass, &token);
+                        auth.set_supported_methods(gst_rtsp::RTSPAuthMethod::Digest);
+                    }
+                },
+                // TLS needs an RTSPAuth; without credentials, everyone
+                // gets the role.
+                None => {
+                    let mut anyone = gst_rtsp_server::RTSPToken::builder()
+                        .field(gst_rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
+                        .build();
+                    auth.set_default_token(Some(&mut anyone));
+                }
+            }
+            if let Some(tls) = &opts.tls {
+                let cert =
+                    gio::TlsCertificate::from_pem(&format!("{}\n{}", tls.cert_pem, tls.key_pem))
+                        .context("loading the test TLS certificate")?;
+                auth.set_tls_certificate(Some(&cert));
+            }
             server.set_auth(Some(&auth));
             // Without a role on the factory, an auth-enabled server refuses
             // everyone; with it, anonymous and wrong-password clients get 401.
@@ -223,6 +344,7 @@ impl RtspServer {
         let mut server = RtspServer {
             port: bound,
             path: opts.path,
+            tls: opts.tls.is_some(),
             running: Some(running),
         };
         if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
@@ -236,16 +358,22 @@ impl RtspServer {
         self.port
     }
 
-    /// `rtsp://127.0.0.1:PORT/path`, without credentials.
+    /// `rtsp://127.0.0.1:PORT/path` (`rtsps://` with TLS), without
+    /// credentials.
     pub fn url(&self) -> String {
-        format!("rtsp://127.0.0.1:{}{}", self.port, self.path)
+        format!("{}://127.0.0.1:{}{}", self.scheme(), self.port, self.path)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "rtsps" } else { "rtsp" }
     }
 
     /// Same as [`url`](Self::url) with percent-encoded userinfo, the form
     /// rtspsrc (and camstream's config) accept.
     pub fn url_with_credentials(&self, user: &str, pass: &str) -> String {
         format!(
-            "rtsp://{}:{}@127.0.0.1:{}{}",
+            "{}://{}:{}@127.0.0.1:{}{}",
+            self.scheme(),
             encode_userinfo(user),
             encode_userinfo(pass),
             self.port,
