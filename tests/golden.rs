@@ -51,9 +51,9 @@ max_fps = 4
 # attempt: snapshots"#,
     ),
     (
-        "http-snapshots-lowres",
+        "http-snapshots-full-decode",
         r#"source = "http://10.0.0.5/cgi-bin/snapshot.cgi"
-mjpeg_lowres = true
+mjpeg_lowres = false
 # attempt: snapshots"#,
     ),
     (

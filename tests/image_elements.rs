@@ -39,7 +39,7 @@ fn plugin_of(name: &str) -> Option<String> {
 
 #[test]
 fn every_listed_name_is_an_installed_element_or_plugin() {
-    gst::init().unwrap();
+    camstream::pipeline::init().unwrap();
     let names = listed();
     assert!(names.len() > 10, "elements.txt looks empty: {names:?}");
     let unknown: Vec<&String> = names.iter().filter(|n| plugin_of(n).is_none()).collect();
@@ -53,7 +53,7 @@ fn every_listed_name_is_an_installed_element_or_plugin() {
 
 #[test]
 fn every_element_of_every_golden_pipeline_is_in_the_image() {
-    gst::init().unwrap();
+    camstream::pipeline::init().unwrap();
     let in_image: BTreeSet<String> = listed().iter().filter_map(|n| plugin_of(n)).collect();
     let mut goldens = 0;
     let mut missing = BTreeSet::new();
@@ -66,7 +66,12 @@ fn every_element_of_every_golden_pipeline_is_in_the_image() {
             .unwrap();
         for element in pipeline.iterate_recurse().into_iter().map(Result::unwrap) {
             let factory = element.factory().unwrap();
-            let plugin = factory.plugin_name().unwrap().to_string();
+            // camstream's own elements (camstreamjpegdec) are registered
+            // by the binary itself and belong to no plugin file.
+            let Some(plugin) = factory.plugin_name() else {
+                continue;
+            };
+            let plugin = plugin.to_string();
             if !in_image.contains(&plugin) {
                 missing.insert(format!(
                     "{} (plugin {plugin}, in {})",

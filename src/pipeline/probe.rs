@@ -137,7 +137,14 @@ fn run(
         pad_caps(pipeline, "sink", "sink")
     };
     let input = input_caps.as_ref().and_then(|c| c.structure(0));
-    let (width, height) = input.and_then(size_of).unwrap_or_default();
+    // The source's real size: what the scaler's input says, unless a
+    // reduced-size decoder (camstreamjpegdec) sits before it, in which case
+    // the size the tail follows is the one it read before the decoder.
+    let (width, height) = managed
+        .then(|| stats.input())
+        .flatten()
+        .or_else(|| input.and_then(size_of))
+        .unwrap_or_default();
     let framerate = input
         .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
         .filter(|f| f.numer() > 0)
