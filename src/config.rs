@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::AuthConfig;
 use crate::redact::{Redactor, redact_text};
 use crate::source::{self, Attempt, PipelinePlan, PipelineText, RenderOptions, Source, Transport};
+use crate::tls::TlsConfig;
 
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "camstream.toml";
@@ -213,6 +214,13 @@ pub struct ServerConfig {
     /// included, so they are as good as a shell account.
     #[serde(default)]
     pub api_pipelines: bool,
+    /// `[server.tls]`: serve HTTPS and HTTP/2 on `listen` (docs/tls.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// A second, plain-HTTP address that only redirects to HTTPS (and
+    /// serves /healthz); needs `[server.tls]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
 }
 
 fn default_header_timeout_s() -> f64 {
@@ -278,6 +286,14 @@ impl ServerConfig {
                     "[server] {key} = 0 would refuse every connection: use 1 or more"
                 ));
             }
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
+        if self.http_listen.is_some() && self.tls.is_none() {
+            return Err(
+                "[server] http_listen redirects to HTTPS, which needs [server.tls]: configure it, or leave http_listen out".into(),
+            );
         }
         Ok(())
     }
@@ -351,6 +367,8 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             api_pipelines: false,
+            tls: None,
+            http_listen: None,
         }
     }
 }
@@ -905,6 +923,9 @@ impl Config {
         server.pipelines_dir = Some(pipelines_dir.clone());
         if let Some(listen) = overrides.listen {
             server.listen = listen;
+        }
+        if let Some(tls) = &mut server.tls {
+            tls.resolve(&base);
         }
         if let Some(auth) = &server.auth
             && let Err(message) = crate::auth::Authenticator::new(auth)

@@ -114,6 +114,33 @@ pub fn check(config: &Config) -> Vec<Finding> {
             message: problem.clone(),
         })
         .collect();
+    if let Some(tls) = &config.server.tls {
+        let (level, message) = match crate::tls::inspect(tls) {
+            Ok(Some(info)) => (
+                Level::Ok,
+                format!(
+                    "HTTPS certificate {}: valid until {}, SHA-256 fingerprint {}",
+                    info.cert_path.display(),
+                    info.not_after,
+                    info.fingerprint
+                ),
+            ),
+            Ok(None) => (
+                Level::Ok,
+                format!(
+                    "HTTPS: a self-signed certificate will be made at start in {}",
+                    tls.files().0.display()
+                ),
+            ),
+            Err(e) => (Level::Error, e.to_string()),
+        };
+        findings.push(Finding {
+            level,
+            location: config.path.as_ref().map(|p| p.display().to_string()),
+            camera: None,
+            message,
+        });
+    }
     let demo;
     let cameras = if config.cameras.is_empty() {
         findings.push(Finding {
