@@ -161,6 +161,7 @@ impl Pipeline {
             pipeline.set_credentials(credentials);
         }
         pipeline.watch_certificates(plan.tls_verify);
+        pipeline.hide_frames_before_the_first_key_frame();
         match &plan.http {
             Some(HttpMode::Stream) => pipeline.watch_for_single_images(),
             Some(HttpMode::Snapshots { url, interval }) => {
@@ -253,6 +254,41 @@ impl Pipeline {
                 Some(false.to_value())
             });
         }
+    }
+
+    /// A camera joined mid-GOP (every start, since cameras send a key
+    /// frame only every 1-10 s) makes FFmpeg's H.264/H.265 decoders output
+    /// the frames before the first key frame anyway, concealed: grey smears
+    /// that a viewer, and a snapshot, would get as the camera's first
+    /// picture. So every libav video decoder the pipeline gets (decodebin
+    /// adds them as it finds the codec) starts with `output-corrupt=false`,
+    /// and the first frame it lets through turns it back on: after that, a
+    /// frame damaged by packet loss is shown smeared rather than dropped,
+    /// as a frozen picture until the next key frame could trip the
+    /// watchdog on a camera with a long GOP.
+    fn hide_frames_before_the_first_key_frame(&self) {
+        self.pipeline.connect_deep_element_added(|_, _, element| {
+            let is_libav_decoder = element.factory().is_some_and(|f| {
+                f.name().starts_with("avdec_")
+                    && f.has_type(
+                        gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_VIDEO,
+                    )
+            });
+            if !is_libav_decoder || !element.has_property("output-corrupt") {
+                return;
+            }
+            element.set_property("output-corrupt", false);
+            let Some(src) = element.static_pad("src") else {
+                return;
+            };
+            let decoder = element.downgrade();
+            src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                if let Some(decoder) = decoder.upgrade() {
+                    decoder.set_property("output-corrupt", true);
+                }
+                gst::PadProbeReturn::Remove
+            });
+        });
     }
 
     /// camstream's HTTP source expects an MJPEG stream; a server that
