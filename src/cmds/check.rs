@@ -166,7 +166,9 @@ fn hardware_decoders() -> Vec<Finding> {
                 Err(reason) => finding(
                     Level::Warning,
                     format!(
-                        "{what} cannot be opened: {reason}: cameras decode in software instead                          (in a container, pass the device in: docs/docker.md, Hardware decoding)"
+                        "{what} cannot be opened: {reason}: cameras decode in software instead (a \
+                         container needs the device and its group: docs/docker.md, Hardware \
+                         decoding)"
                     ),
                 ),
             }
@@ -281,6 +283,28 @@ fn describe(settings: &CameraSettings) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decoder_family_without_decodebin_has_no_effect() {
+        crate::pipeline::init().unwrap();
+        let text = "[[cameras]]\nid = \"raw\"\nsource = \"videotestsrc ! video/x-raw\"\n\
+                    decoder = \"v4l2\"\n\n\
+                    [[cameras]]\nid = \"soft\"\nsource = \"rtsp://192.0.2.1/x\"\n\
+                    decoder = \"software\"\n";
+        let config = Config::parse(text, Some(Path::new("cams.toml"))).unwrap();
+        let lines: Vec<String> = check(&config).iter().map(ToString::to_string).collect();
+        assert!(
+            lines[0].starts_with(
+                "warning: cams.toml:1: camera \"raw\": decoder = \"v4l2\" has no effect"
+            ),
+            "{lines:?}"
+        );
+        // Software needs nothing installed.
+        assert!(
+            lines[1].starts_with("ok: cams.toml:6: camera \"soft\""),
+            "{lines:?}"
+        );
+    }
 
     #[test]
     fn findings_name_the_camera_and_line() {

@@ -601,8 +601,8 @@ fn va_problem() -> String {
         .unwrap_or_default();
     nodes.sort();
     if nodes.is_empty() {
-        return "VA-API (Intel and AMD GPUs) finds no render node (/dev/dri/renderD*): in a \
-                container, pass it in with --device /dev/dri"
+        return "VA-API (Intel and AMD GPUs) finds no render node (/dev/dri/renderD*): a \
+                container needs it given with --device /dev/dri"
             .into();
     }
     for node in &nodes {
