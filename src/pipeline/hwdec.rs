@@ -320,8 +320,10 @@ struct Tracked {
     usage: DecoderUse,
     /// Plugged by a decodebin camstream steers (so software can replace it).
     steered: bool,
-    /// Buffers into and out of it (hardware decoders only).
-    frames_in: Arc<AtomicU64>,
+    /// Key frames into it and pictures out of it (hardware decoders
+    /// only). Key frames: a decoder given only the rest of a group of
+    /// pictures (joined mid-way) rightly decodes nothing.
+    keyframes_in: Arc<AtomicU64>,
     frames_out: Arc<AtomicU64>,
 }
 
@@ -340,16 +342,16 @@ impl DecoderWatch {
         }
         let name = factory.name().to_string();
         let hardware = classify(&name, factory.klass()).is_some();
-        let (frames_in, frames_out) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (keyframes_in, frames_out) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         if hardware {
-            count_buffers(element, "sink", &frames_in);
-            count_buffers(element, "src", &frames_out);
+            count_buffers(element, "sink", true, &keyframes_in);
+            count_buffers(element, "src", false, &frames_out);
         }
         self.lock().current = Some(Tracked {
             id: element.as_ptr() as usize,
             usage: DecoderUse { name, hardware },
             steered: in_steered_bin(element),
-            frames_in,
+            keyframes_in,
             frames_out,
         });
     }
@@ -382,25 +384,33 @@ impl DecoderWatch {
         self.lock().failed_to_start.clone()
     }
 
-    /// The hardware decoder in the pipeline if it has been given coded
-    /// frames and decoded none: asked when a first frame is overdue.
+    /// The hardware decoder in the pipeline if it has been given key
+    /// frames and decoded nothing: asked when a first frame is overdue.
     pub fn stalled(&self) -> Option<HardwareFailure> {
         let watched = self.lock();
         let t = watched.current.as_ref()?;
-        let taken = t.frames_in.load(Ordering::Relaxed);
+        let taken = t.keyframes_in.load(Ordering::Relaxed);
         (t.usage.hardware && t.steered && taken > 0 && t.frames_out.load(Ordering::Relaxed) == 0)
             .then(|| HardwareFailure {
                 decoder: t.usage.name.clone(),
-                reason: format!("it was given {taken} coded frames and decoded none"),
+                reason: format!("it was given {taken} key frames and decoded none"),
             })
     }
 }
 
-fn count_buffers(element: &gst::Element, pad: &str, counter: &Arc<AtomicU64>) {
+/// Counts the buffers through one of `element`'s pads; `keyframes`: only
+/// those that start a group of pictures (no DELTA_UNIT flag).
+fn count_buffers(element: &gst::Element, pad: &str, keyframes: bool, counter: &Arc<AtomicU64>) {
     if let Some(pad) = element.static_pad(pad) {
         let counter = Arc::clone(counter);
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            counter.fetch_add(1, Ordering::Relaxed);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let counts = !keyframes
+                || info
+                    .buffer()
+                    .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+            if counts {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
             gst::PadProbeReturn::Ok
         });
     }
