@@ -2,19 +2,20 @@
 //! actually used, and falling back to software when a hardware one fails.
 //!
 //! decodebin picks by rank, and GStreamer 1.22's ranks do not say what
-//! camstream wants: the `va` plugin registers `vah264dec`... at rank NONE,
-//! so decodebin never tries them; `nvh264dec` is PRIMARY like `avdec_h264`
-//! and loses the tie on its name; `v4l2h264dec` and gstreamer-vaapi's
-//! `vaapih264dec` are PRIMARY + 1 and win whether they work or not. So
-//! camstream makes the choice itself, in each decodebin's `autoplug-sort`
-//! (the factories decodebin is about to try, in order): the `decoder`
-//! setting decides which hardware decoders go first and which are left out.
+//! camstream wants (as registered by Debian's 1.22.0 plugins): the `va`
+//! plugin registers `vah264dec`... at rank NONE, so decodebin never tries
+//! them; `nvh264dec` is PRIMARY like `avdec_h264` and loses the tie on its
+//! name; `v4l2h264dec` and gstreamer-vaapi's `vaapih264dec` are PRIMARY + 1
+//! and win whether they work or not. So camstream makes the choice itself,
+//! in each decodebin's `autoplug-sort` (the factories decodebin is about to
+//! try, in order): the `decoder` setting decides which hardware decoders go
+//! first and which are left out.
 //!
-//! A hardware decoder can fail in two ways. If it fails to start, decodebin
+//! A hardware decoder can fail three ways. If it fails to start, decodebin
 //! swallows its error and tries the next factory; camstream sees the
 //! decoder removed again ([`DecoderWatch::failed_to_start`]). If it fails
-//! later, its error reaches the bus ([`steered_hardware_decoder`]), or it
-//! takes coded frames and decodes none ([`DecoderWatch::stalled`]). Either
+//! later, its error reaches the bus ([`steered_hardware_decoder`]). Or it
+//! takes key frames and decodes nothing ([`DecoderWatch::stalled`]). Each
 //! way the camera remembers it ([`DecoderFallback`]) and decodes in
 //! software until its configuration changes.
 
