@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
+use crate::pipeline::Decoder;
 use crate::redact::{Redactor, redact_text};
 use crate::source::{self, Attempt, PipelinePlan, PipelineText, RenderOptions, Source, Transport};
 use crate::tls::TlsConfig;
@@ -391,6 +392,7 @@ pub struct Defaults {
     pub mjpeg_lowres: Option<bool>,
     pub first_frame_timeout_s: Option<f64>,
     pub tls_verify: Option<bool>,
+    pub decoder: Option<Decoder>,
 }
 
 /// One `[[cameras]]` entry, as written.
@@ -430,6 +432,10 @@ pub struct CameraConfig {
     /// Verify `rtsps://`/`https://` certificates (false accepts any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_verify: Option<bool>,
+    /// Which decoders decodebin may plug: auto, software, or a hardware
+    /// family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<Decoder>,
     /// A gst-launch override, inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
@@ -462,6 +468,8 @@ pub struct CameraSettings {
     pub first_frame_timeout: Duration,
     /// Verify TLS certificates of `rtsps://` and `https://` sources.
     pub tls_verify: bool,
+    /// Which decoders decodebin may plug.
+    pub decoder: Decoder,
     /// The override's text and where it came from.
     pub pipeline: Option<PipelineOverride>,
 }
@@ -484,6 +492,7 @@ impl CameraSettings {
             scale: self.scale,
             mjpeg_lowres: self.mjpeg_lowres,
             tls_verify: self.tls_verify,
+            decoder: self.decoder,
             attempt: Attempt::default(),
         }
     }
@@ -570,6 +579,7 @@ impl CameraConfig {
             mjpeg_lowres: None,
             first_frame_timeout_s: None,
             tls_verify: None,
+            decoder: None,
             pipeline: None,
             pipeline_file: None,
         }
@@ -726,6 +736,7 @@ impl CameraConfig {
             mjpeg_lowres: self.mjpeg_lowres.or(defaults.mjpeg_lowres).unwrap_or(true),
             first_frame_timeout: Duration::from_secs_f64(first_frame_timeout_s.clamp(1.0, 600.0)),
             tls_verify: self.tls_verify.or(defaults.tls_verify).unwrap_or(true),
+            decoder: self.decoder.or(defaults.decoder).unwrap_or_default(),
             pipeline,
         };
         // Render now, so a template that cannot be filled in for this source

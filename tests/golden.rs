@@ -181,6 +181,7 @@ fn render(body: &str) -> camstream::source::PipelinePlan {
             .contains("# attempt: udp")
             .then_some(LowerTransport::Udp),
         snapshots: body.contains("# attempt: snapshots"),
+        software_decoding: false,
     };
     let text = format!("[[cameras]]\nid = \"golden\"\n{body}\n");
     // The config "lives" in the repo root, so pipeline_file resolves in

@@ -10,6 +10,7 @@
 
 mod check;
 mod errors;
+mod hwdec;
 mod jpegdec;
 mod packages;
 mod probe;
@@ -31,6 +32,10 @@ use crate::source::{Credentials, HttpMode, LOWRES_DECODER, PipelinePlan, SNAPSHO
 
 pub use check::{PlanCheck, check_plan, is_installed};
 use errors::{ErrorContext, bus_error};
+pub use hwdec::{
+    Decoder, DecoderFallback, DecoderUse, DecoderWatch, Family, HardwareDecoder, HardwareFailure,
+    classify, family_installed, survey as hardware_decoders,
+};
 pub use jpegdec::ELEMENT_NAME as DCT_JPEG_DECODER;
 pub use packages::{debian_package, missing_element_hint};
 pub use probe::{MEASURE_FOR, ProbeError, ProbeReport, probe};
@@ -83,6 +88,10 @@ pub enum PipelineError {
     /// Every transport tried failed: says which, and what to check.
     #[error("{message}")]
     NoTransport { message: String },
+    /// A hardware decoder decodebin plugged failed; software may work (see
+    /// [`DecoderFallback`]).
+    #[error("{0}")]
+    HardwareDecoder(HardwareFailure),
 }
 
 impl PipelineError {
@@ -125,6 +134,9 @@ pub struct Pipeline {
     redactor: Redactor,
     context: ErrorContext,
     snapshots: Mutex<Snapshots>,
+    /// Which video decoder decodebin plugged, and whether a hardware one
+    /// failed (`hwdec`).
+    decoders: DecoderWatch,
 }
 
 /// The snapshot poller of a pipeline whose source serves single JPEGs.
@@ -146,6 +158,7 @@ impl Pipeline {
         redactor: Redactor,
     ) -> Result<Pipeline, PipelineError> {
         let (pipeline, sink) = parse(plan, &redactor)?;
+        let decoders = hwdec::steer(&pipeline, plan.decoder);
         let context = ErrorContext {
             redactor: redactor.clone(),
             transport: plan.transport,
@@ -156,6 +169,7 @@ impl Pipeline {
             redactor,
             context,
             snapshots: Mutex::new(Snapshots::None),
+            decoders,
         };
         if let Some(credentials) = &plan.credentials {
             pipeline.set_credentials(credentials);
@@ -611,6 +625,11 @@ impl Pipeline {
         if let Err(e) = self.pipeline.set_state(gst::State::Null) {
             tracing::warn!("pipeline did not stop cleanly: {e}");
         }
+    }
+
+    /// The video decoder this pipeline uses, and how a hardware one fared.
+    pub fn decoders(&self) -> &DecoderWatch {
+        &self.decoders
     }
 
     /// The GStreamer pipeline, for tests that poke at a running pipeline

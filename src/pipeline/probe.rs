@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::{FrameOutput, Pipeline, PipelineError, SINGLE_IMAGES, bus_error};
+use super::{
+    DecoderUse, FrameOutput, HardwareFailure, Pipeline, PipelineError, SINGLE_IMAGES, bus_error,
+};
 use crate::frames::{FrameHub, PipelineStats};
 use crate::redact::Redactor;
 use crate::source::PipelinePlan;
@@ -45,6 +47,11 @@ pub struct ProbeReport {
     /// e.g. "audio (PCMA, 8000 Hz)"; camstream sets them up and ignores
     /// them.
     pub other_tracks: Vec<String>,
+    /// The video decoder that decoded the first frames, if any.
+    pub decoder: Option<DecoderUse>,
+    /// A hardware decoder that failed to start before it, if one did
+    /// (decodebin then plugged the next decoder by itself).
+    pub hardware_failure: Option<HardwareFailure>,
 }
 
 /// Why a probe found no picture.
@@ -164,6 +171,8 @@ fn run(
         measured_fps,
         output,
         other_tracks: Vec::new(),
+        decoder: pipeline.decoders().in_use(),
+        hardware_failure: pipeline.decoders().failed_to_start(),
     })
 }
 

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod browser;
+pub mod fakehw;
 pub mod http;
 pub mod mjpeg;
 pub mod nginx;
