@@ -29,6 +29,7 @@ use crate::pipeline::{
 };
 use crate::redact::{KnownSecrets, Redactor};
 use crate::source::{Attempt, HttpMode, LowerTransport, PipelinePlan, Source};
+use crate::upstream::{self, RelaySource, UpstreamError};
 
 /// First retry delay after a failure; short, because most failures are a
 /// camera rebooting or a network blip.
@@ -100,6 +101,8 @@ pub enum CameraError {
         /// How the source was read, e.g. "RTSP over UDP".
         via: Option<String>,
     },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -582,6 +585,10 @@ impl Camera {
     /// `failed` from the start instead of at its first viewer.
     async fn check(&self, configured: &Configured) -> Result<CameraSettings, CameraError> {
         let settings = configured.settings.clone().map_err(CameraError::Config)?;
+        if settings.relay.is_some() {
+            // No pipeline: the frames come from the upstream as they are.
+            return Ok(settings);
+        }
         let plan = settings
             .plan()
             .map_err(|e| CameraError::Config(e.to_string()))?;
@@ -718,6 +725,9 @@ impl Camera {
         configured: &mut watch::Receiver<Arc<Configured>>,
         outage: &mut Option<Outage>,
     ) -> Exit {
+        if let Some(relay) = &run.settings.relay {
+            return self.run_relay(run, relay, configured).await;
+        }
         let mut run = *run;
         let settings = run.settings;
         learned.follow(settings);
@@ -981,6 +991,117 @@ impl Camera {
     }
 }
 
+impl Camera {
+    /// One run of a relay camera: pulls the upstream's stream into the hub
+    /// until it fails, stalls, the last viewer has been gone for
+    /// `idle_timeout`, or the camera is reconfigured or shut down. The same
+    /// states, bounds and back-off as a pipeline's run; the outage
+    /// placeholders are the supervisor's, as for any camera.
+    async fn run_relay(
+        &self,
+        run: &Run<'_>,
+        relay: &RelaySource,
+        configured: &mut watch::Receiver<Arc<Configured>>,
+    ) -> Exit {
+        let Run {
+            settings,
+            viewers,
+            deadline,
+            retrying,
+        } = *run;
+        if !retrying {
+            self.set_state(State::Starting);
+        }
+        self.counters.starts.fetch_add(1, Ordering::Relaxed);
+        self.stats.input_size.store(0, Ordering::Relaxed);
+        self.stats.output_size.store(0, Ordering::Relaxed);
+        self.status.send_if_modified(|st| {
+            let changed = st.transport != Some("mjpeg");
+            st.transport = Some("mjpeg");
+            changed
+        });
+        info!(source = %settings.source_display(), "relay started");
+        let pull = upstream::pull(relay, &self.hub, &self.stats);
+        tokio::pin!(pull);
+        let mut frames = self.hub.subscribe();
+        frames.mark_unchanged();
+        let mut streaming_since: Option<Instant> = None;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_count = self.stats.frames_out.load(Ordering::Relaxed);
+        let mut last_progress = Instant::now();
+        let mut fps_window = (Instant::now(), last_count);
+        let idle = idle_for(viewers.clone(), settings.idle_timeout);
+        tokio::pin!(idle);
+        let streamed_for = |since: Option<Instant>| since.map_or(Duration::ZERO, |t| t.elapsed());
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Exit::Shutdown,
+                _ = configured.changed() => return Exit::Reconfigured,
+                result = &mut pull => {
+                    let error = match result {
+                        Err(e) => CameraError::Upstream(e),
+                        Ok(()) => CameraError::EndOfStream,
+                    };
+                    return Exit::Failed { error, streamed_for: streamed_for(streaming_since) };
+                }
+                r = frames.changed(), if streaming_since.is_none() => {
+                    let live = r.is_ok() && frames.borrow_and_update().as_ref().is_some_and(|f| f.is_live());
+                    if live {
+                        streaming_since = Some(Instant::now());
+                        self.end_outage();
+                        if let Some((w, h)) = self.stats.output() {
+                            self.last_output.store(pack_size(w, h), Ordering::Relaxed);
+                        }
+                        self.set_state(State::Streaming);
+                        info!(output = ?self.stats.output(), "first frame from the upstream");
+                    }
+                }
+                _ = tick.tick() => {
+                    let count = self.stats.frames_out.load(Ordering::Relaxed);
+                    let now = Instant::now();
+                    if count != last_count {
+                        last_count = count;
+                        last_progress = now;
+                        // The upstream's placeholders size ours too.
+                        if let Some((w, h)) = self.stats.output() {
+                            self.last_output.store(pack_size(w, h), Ordering::Relaxed);
+                        }
+                    }
+                    let error = match streaming_since {
+                        Some(_) if now - last_progress >= settings.watchdog => {
+                            Some(CameraError::Stalled(settings.watchdog))
+                        }
+                        None if now >= deadline => Some(CameraError::NoFirstFrame {
+                            after: settings.first_frame_timeout,
+                            via: Some(format!("relayed from upstream {}", relay.upstream.name)),
+                        }),
+                        _ => None,
+                    };
+                    if let Some(error) = error {
+                        return Exit::Failed { error, streamed_for: streamed_for(streaming_since) };
+                    }
+                    let elapsed = now - fps_window.0;
+                    if elapsed >= Duration::from_secs(1) {
+                        let fps = (count - fps_window.1) as f64 / elapsed.as_secs_f64();
+                        fps_window = (now, count);
+                        self.status.send_if_modified(|st| {
+                            let changed = (st.fps - fps).abs() > 0.05;
+                            st.fps = fps;
+                            changed
+                        });
+                    }
+                }
+                _ = &mut idle, if !settings.always_on => {
+                    info!("no viewers for {:?}: stopped", settings.idle_timeout);
+                    return Exit::Idle;
+                }
+            }
+        }
+    }
+}
+
 /// What every attempt of one (re)start shares.
 #[derive(Clone, Copy)]
 struct Run<'a> {
@@ -1172,7 +1293,11 @@ impl Camera {
                     .map(CameraSettings::source_display)
                     .unwrap_or_default(),
             ),
-            kind: settings.and_then(|s| s.source.as_ref()).map(|s| s.kind()),
+            kind: match settings {
+                Some(s) if s.relay.is_some() => Some("relay"),
+                Some(s) => s.source.as_ref().map(|s| s.kind()),
+                None => None,
+            },
             state: status.state,
             since: rfc3339(status.since),
             last_error: status.last_error.as_deref().map(|e| secrets.redact(e)),

@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ use crate::pipeline::Decoder;
 use crate::redact::{Redactor, redact_text};
 use crate::source::{self, Attempt, PipelinePlan, PipelineText, RenderOptions, Source, Transport};
 use crate::tls::TlsConfig;
+use crate::upstream::{RelaySource, RemoteCamera, Upstream, UpstreamConfig};
 
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "camstream.toml";
@@ -472,6 +474,9 @@ pub struct CameraSettings {
     pub decoder: Decoder,
     /// The override's text and where it came from.
     pub pipeline: Option<PipelineOverride>,
+    /// A camera of an upstream camstream, relayed: its frames are pulled
+    /// from there, no pipeline runs.
+    pub relay: Option<RelaySource>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -540,6 +545,9 @@ impl CameraSettings {
     /// The source as shown to people: every secret masked.
     pub fn source_display(&self) -> String {
         let shown = match (&self.source, &self.pipeline) {
+            _ if self.relay.is_some() => {
+                format!("relay: {}", self.relay.as_ref().map(RelaySource::display).unwrap_or_default())
+            }
             (Some(source), _) => source.to_string(),
             (None, Some(o)) => format!("pipeline: {}", o.origin),
             (None, None) => String::new(),
@@ -738,6 +746,7 @@ impl CameraConfig {
             tls_verify: self.tls_verify.or(defaults.tls_verify).unwrap_or(true),
             decoder: self.decoder.or(defaults.decoder).unwrap_or_default(),
             pipeline,
+            relay: None,
         };
         // Render now, so a template that cannot be filled in for this source
         // is reported with the rest rather than at the first viewer.
@@ -793,6 +802,44 @@ pub struct CameraEntry {
     pub settings: Result<CameraSettings, String>,
 }
 
+impl CameraEntry {
+    /// A camera of `upstream`, relayed as `<upstream>.<camera id>`, with
+    /// the `[defaults]` that apply to any camera (idle timeout, viewer
+    /// limit, watchdog, first-frame timeout); None if the upstream's id
+    /// cannot make a local one (too long).
+    pub fn relay(
+        upstream: &Arc<Upstream>,
+        remote: &RemoteCamera,
+        defaults: &Defaults,
+        pipelines_dir: &Path,
+    ) -> Option<CameraEntry> {
+        let id = upstream.local_id(&remote.id).ok()?;
+        // Resolved as a camera is, so [defaults] are checked and applied
+        // in one place; the test source only stands in for the relay.
+        let settings = CameraConfig {
+            source: Some(SourceValue::Text("test:".into())),
+            ..CameraConfig::new(id.clone())
+        }
+        .resolve(defaults, pipelines_dir)
+        .map(|settings| CameraSettings {
+            name: remote.name.clone(),
+            source: None,
+            relay: Some(RelaySource {
+                upstream: Arc::clone(upstream),
+                camera: remote.id.clone(),
+            }),
+            ..settings
+        });
+        Some(CameraEntry {
+            id,
+            name: remote.name.clone(),
+            location: None,
+            config: None,
+            settings,
+        })
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -801,6 +848,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub defaults: Defaults,
     pub cameras: Vec<CameraEntry>,
+    /// `[[upstreams]]`: other camstreams whose cameras are served as
+    /// `<name>.<camera id>`.
+    pub upstreams: Vec<Arc<Upstream>>,
     /// Entries that cannot even be listed (no id, duplicate id), as
     /// `file:line: message`.
     pub problems: Vec<String>,
@@ -833,6 +883,8 @@ struct RawConfig {
     defaults: Defaults,
     #[serde(default)]
     cameras: Vec<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    upstreams: Vec<toml::Spanned<UpstreamConfig>>,
 }
 
 impl Config {
@@ -850,6 +902,7 @@ impl Config {
                 config: None,
                 settings: Ok(demo),
             }],
+            upstreams: Vec::new(),
             problems: Vec::new(),
             overrides: Overrides::default(),
         }
@@ -947,11 +1000,29 @@ impl Config {
             });
         }
 
+        let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
+        for spanned in raw.upstreams {
+            let (line, _) = line_col(text, spanned.span().start);
+            let error = |message: String| ConfigError::Parse {
+                location: format!("{origin}:{line}"),
+                message,
+            };
+            let upstream = Upstream::resolve(spanned.get_ref(), &base).map_err(error)?;
+            if upstreams.iter().any(|u| u.name == upstream.name) {
+                return Err(error(format!(
+                    "duplicate [[upstreams]] name {:?}: names must be unique, each is its cameras' namespace",
+                    upstream.name
+                )));
+            }
+            upstreams.push(Arc::new(upstream));
+        }
+
         let mut config = Config {
             path: path.map(Path::to_path_buf),
             server,
             defaults: raw.defaults,
             cameras: Vec::new(),
+            upstreams,
             problems: Vec::new(),
             overrides: overrides.clone(),
         };
@@ -995,6 +1066,17 @@ impl Config {
                     }
                 }
             };
+            // Upstream cameras are named <upstream>.<id>: a local camera
+            // there could clash with one at any refresh.
+            if let Some(upstream) = config.upstreams.iter().find(|u| u.owns(&entry.id)) {
+                return Err(ConfigError::Parse {
+                    location: at,
+                    message: format!(
+                        "camera id \"{}\" is in the namespace of [[upstreams]] \"{}\", whose cameras are {}.<camera id>: rename the camera (no \"{}.\" prefix)",
+                        entry.id, upstream.name, upstream.name, upstream.name
+                    ),
+                });
+            }
             if !seen.insert(entry.id.clone()) {
                 config.problems.push(format!(
                     "{at}: duplicate camera id \"{}\": ids must be unique; this camera is ignored",
@@ -1028,6 +1110,9 @@ impl Config {
         if let Some(auth) = &self.server.auth {
             secrets.extend(auth.secrets());
         }
+        for upstream in &self.upstreams {
+            secrets.extend(upstream.secrets());
+        }
         Redactor::new(secrets)
     }
 
@@ -1040,9 +1125,10 @@ impl Config {
     }
 
     /// With no camera configured, serve the demo camera so the quick start
-    /// shows video.
+    /// shows video; not on a relay (`[[upstreams]]`), whose cameras are its
+    /// upstreams'.
     pub fn with_demo_if_empty(mut self) -> Config {
-        if self.cameras.is_empty() {
+        if self.cameras.is_empty() && self.upstreams.is_empty() {
             self.cameras = Config::demo().cameras;
         }
         self
