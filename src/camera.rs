@@ -1318,8 +1318,10 @@ impl Camera {
             output: running.then(|| resolution(self.stats.output())).flatten(),
             fps: (status.fps * 10.0).round() / 10.0,
             viewers: self.viewer_count(),
-            scale: settings.map(|s| s.scale),
-            quality: settings.map(|s| s.quality),
+            // A relay camera passes the upstream's JPEGs on: its own scale
+            // and quality do not apply.
+            scale: settings.filter(|s| s.relay.is_none()).map(|s| s.scale),
+            quality: settings.filter(|s| s.relay.is_none()).map(|s| s.quality),
             max_fps: settings.and_then(|s| s.max_fps),
             always_on: settings.map(|s| s.always_on),
             starts,

@@ -425,7 +425,7 @@ pub async fn follow(upstream: Arc<Upstream>, lists: Arc<Lists>, cancel: Cancella
         let delay = match fetch_list(&upstream).await {
             Ok(list) => {
                 if failing {
-                    info!(upstream = %upstream.name, "camera list read again");
+                    info!("camera list read again");
                 }
                 failing = false;
                 retry = LIST_RETRY_INITIAL;
