@@ -1,0 +1,430 @@
+//! The relay tier (docs/scaling.md), on loopback: an edge camstream with
+//! four cameras, two camstream relays with the edge as their upstream, and
+//! Debian's nginx in front with the shipped relay configuration
+//! (deploy/nginx/camstream-relays.conf). 200 viewers through nginx get
+//! frames of the edge's size while the edge serves at most two connections
+//! per camera; a relay killed moves its viewers to the other; the edge
+//! going down and up shows placeholders, then live frames. Also: the
+//! camera list follows the edge, and every `[[upstreams]]` error of
+//! docs/errors.md.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use camstream::{App, Config};
+use common::mjpeg::{MjpegStream, decode_jpeg};
+use common::nginx::Nginx;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// The edge's view token, given to the relays.
+const TOKEN: &str = "relay-view-token-0123456789";
+const CAMERAS: [&str; 4] = ["a", "b", "c", "d"];
+/// Small frames at a modest rate: 200 viewers stay affordable on a 2-core
+/// CI machine.
+const WIDTH: u32 = 160;
+const HEIGHT: u32 = 120;
+const FPS: u32 = 15;
+const VIEWERS: usize = 200;
+/// Generous: a loaded machine, debug builds.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn edge_text(port: u16, cameras: &[&str]) -> String {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[server.auth]\nview_tokens = [\"{TOKEN}\"]\n\
+         [defaults]\nscale = 1\n"
+    );
+    for id in cameras {
+        text.push_str(&format!(
+            "[[cameras]]\nid = \"{id}\"\nsource = \"test:ball?width={WIDTH}&height={HEIGHT}&fps={FPS}\"\n"
+        ));
+    }
+    text
+}
+
+async fn start_edge(port: u16, cameras: &[&str]) -> App {
+    common::init();
+    let config = Config::parse(&edge_text(port, cameras), None).expect("edge config");
+    App::build(config).await.expect("edge starts")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// GET /api/cameras, with the token if given.
+async fn cameras(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<Vec<Value>> {
+    let mut request = client().get(format!("http://{addr}/api/cameras"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    anyhow::ensure!(response.status() == 200, "{}", response.status());
+    Ok(serde_json::from_str(&response.text().await?)?)
+}
+
+/// Viewers of each camera, by id.
+async fn viewer_counts(addr: SocketAddr, token: Option<&str>) -> HashMap<String, u64> {
+    cameras(addr, token)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or_default().to_string(),
+                c["viewers"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// A camstream relay, as a process of its own (so it can be killed).
+struct Relay {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Relay {
+    fn start(dir: &Path, name: &str, edge: SocketAddr) -> Relay {
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        std::fs::write(dir.join(format!("{name}.token")), format!("{TOKEN}\n")).unwrap();
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"{addr}\"\n\n[[upstreams]]\nname = \"edge\"\n\
+                 url = \"http://{edge}\"\ntoken_file = \"{name}.token\"\nrefresh_s = 1\n"
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_camstream"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            ))
+            .spawn()
+            .expect("camstream runs");
+        Relay { child, addr, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls until `check` returns Ok, or fails with its last error.
+async fn until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> anyhow::Result<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(e) if Instant::now() > deadline => {
+                panic!("{what}: not within {timeout:?}: {e:#}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// What one viewer got so far.
+#[derive(Default)]
+struct Seen {
+    live: AtomicU64,
+    placeholders: AtomicU64,
+    /// Live frames not WIDTHxHEIGHT.
+    wrong_size: AtomicU64,
+    connections: AtomicU64,
+}
+
+/// A viewer through nginx: reads parts, and reconnects (as a browser's
+/// page would) whenever its stream ends.
+async fn view(url: String, seen: Arc<Seen>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        if let Ok(mut stream) = MjpegStream::connect(&url).await {
+            seen.connections.fetch_add(1, Ordering::Relaxed);
+            let mut decoded = false;
+            loop {
+                let part = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    part = stream.next_part_timeout(Duration::from_secs(10)) => part,
+                };
+                let Ok(part) = part else { break };
+                if part.header("x-camstream-frame") == Some("placeholder") {
+                    seen.placeholders.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let size = camstream::jpeg::read_header(&part.body)
+                    .map(|h| (h.width, h.height))
+                    .ok();
+                // One full decode per connection: the bytes are a real
+                // JPEG, not just a header.
+                if !decoded {
+                    decoded = decode_jpeg(&part.body).is_ok();
+                }
+                if size != Some((WIDTH, HEIGHT)) || !decoded {
+                    seen.wrong_size.fetch_add(1, Ordering::Relaxed);
+                }
+                seen.live.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn totals(seen: &[Arc<Seen>], pick: impl Fn(&Seen) -> u64) -> Vec<u64> {
+    seen.iter().map(|s| pick(s)).collect()
+}
+
+/// Waits until every viewer's counter has grown by at least `by` since
+/// `before`.
+async fn every_viewer(
+    what: &str,
+    seen: &[Arc<Seen>],
+    before: &[u64],
+    by: u64,
+    pick: impl Fn(&Seen) -> u64,
+) {
+    let pick = &pick;
+    until(what, DEADLINE, async || {
+        let now = totals(seen, pick);
+        let behind = now
+            .iter()
+            .zip(before)
+            .filter(|(n, b)| **n < **b + by)
+            .count();
+        if behind == 0 {
+            Ok(())
+        } else {
+            Err(anyhow!("{behind} of {} viewers not yet", seen.len()))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_viewers_through_nginx_and_two_relays_cost_the_edge_one_pull_per_camera() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let edge_port = free_port();
+    let mut edge = start_edge(edge_port, &CAMERAS).await;
+    let edge_addr = edge.local_addr();
+    let mut relays = [
+        Relay::start(dir.path(), "relay-1", edge_addr),
+        Relay::start(dir.path(), "relay-2", edge_addr),
+    ];
+    for relay in &relays {
+        until("the relay lists the edge's cameras", DEADLINE, async || {
+            let ids: Vec<String> = cameras(relay.addr, None)
+                .await?
+                .iter()
+                .map(|c| c["id"].as_str().unwrap_or_default().to_string())
+                .collect();
+            let want: Vec<String> = CAMERAS.iter().map(|c| format!("edge.{c}")).collect();
+            anyhow::ensure!(ids == want, "{ids:?}\n{}", relay.log());
+            Ok(())
+        })
+        .await;
+    }
+    let nginx_dir = dir.path().join("nginx");
+    std::fs::create_dir(&nginx_dir).unwrap();
+    let nginx = Nginx::start_relays(&nginx_dir, &[relays[0].addr, relays[1].addr]).unwrap();
+
+    // The edge's connections per camera, watched for the whole test.
+    let stop = CancellationToken::new();
+    let most = Arc::new(std::sync::Mutex::new(HashMap::<String, u64>::new()));
+    let monitor = tokio::spawn({
+        let (stop, most) = (stop.clone(), Arc::clone(&most));
+        async move {
+            while !stop.is_cancelled() {
+                for (id, n) in viewer_counts(edge_addr, Some(TOKEN)).await {
+                    let mut most = most.lock().unwrap();
+                    let max = most.entry(id).or_default();
+                    *max = (*max).max(n);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+
+    let seen: Vec<Arc<Seen>> = (0..VIEWERS).map(|_| Arc::default()).collect();
+    let viewers: Vec<_> = seen
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let url = format!(
+                "http://{}/api/cameras/edge.{}/stream.mjpeg",
+                nginx.addr(),
+                CAMERAS[i % CAMERAS.len()]
+            );
+            tokio::spawn(view(url, Arc::clone(s), stop.clone()))
+        })
+        .collect();
+
+    // 1. Every viewer streams, at the edge's size, at a sane rate.
+    let zero = vec![0; VIEWERS];
+    every_viewer("every viewer gets live frames", &seen, &zero, 10, |s| {
+        s.live.load(Ordering::Relaxed)
+    })
+    .await;
+    let before = totals(&seen, |s| s.live.load(Ordering::Relaxed));
+    let window = Duration::from_secs(4);
+    tokio::time::sleep(window).await;
+    let after = totals(&seen, |s| s.live.load(Ordering::Relaxed));
+    let rates: Vec<f64> = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| (a - b) as f64 / window.as_secs_f64())
+        .collect();
+    let slowest = rates.iter().cloned().fold(f64::MAX, f64::min);
+    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+    eprintln!(
+        "{VIEWERS} viewers through nginx: mean {mean:.1} fps, slowest {slowest:.1} fps (camera {FPS} fps)"
+    );
+    // A quarter of the camera's rate: the point is that nobody starves,
+    // not a speed figure (benches/load measures those).
+    assert!(
+        slowest >= FPS as f64 / 4.0,
+        "a viewer got {slowest:.1} fps, the camera sends {FPS}"
+    );
+    let counts = [
+        viewer_counts(relays[0].addr, None).await,
+        viewer_counts(relays[1].addr, None).await,
+    ];
+    let per_relay: Vec<u64> = counts.iter().map(|c| c.values().sum()).collect();
+    eprintln!("viewers per relay: {per_relay:?}; per camera: {counts:?}");
+    // nginx hashes by camera: each camera's viewers are on one relay.
+    for id in CAMERAS {
+        let id = format!("edge.{id}");
+        let on = counts
+            .iter()
+            .filter(|c| c.get(&id).copied().unwrap_or(0) > 0)
+            .count();
+        assert_eq!(on, 1, "{id} is served by {on} relays: {counts:?}");
+    }
+
+    // 2. The busiest relay is killed: its viewers reconnect through nginx
+    //    and stream from the other.
+    let busiest = usize::from(per_relay[1] > per_relay[0]);
+    relays[busiest].kill();
+    let survivor = &relays[1 - busiest];
+    let before = totals(&seen, |s| s.live.load(Ordering::Relaxed));
+    every_viewer(
+        "every viewer streams again after a relay was killed",
+        &seen,
+        &before,
+        10,
+        |s| s.live.load(Ordering::Relaxed),
+    )
+    .await;
+    let on_survivor: u64 = viewer_counts(survivor.addr, None).await.values().sum();
+    assert_eq!(
+        on_survivor, VIEWERS as u64,
+        "every viewer is on the relay left"
+    );
+    let reconnected = seen
+        .iter()
+        .filter(|s| s.connections.load(Ordering::Relaxed) > 1)
+        .count();
+    eprintln!(
+        "relay {} killed: {reconnected} viewers reconnected to the other",
+        busiest + 1
+    );
+    assert!(reconnected as u64 >= per_relay[busiest]);
+
+    // 3. The edge goes down: viewers see placeholders; it comes back: live
+    //    frames again, by themselves.
+    edge.shutdown().await;
+    let before = totals(&seen, |s| s.placeholders.load(Ordering::Relaxed));
+    every_viewer(
+        "every viewer sees the placeholder while the edge is down",
+        &seen,
+        &before,
+        2,
+        |s| s.placeholders.load(Ordering::Relaxed),
+    )
+    .await;
+    let down: Vec<Value> = cameras(survivor.addr, None).await.unwrap();
+    for camera in &down {
+        let error = camera["last_error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("upstream edge") && !error.contains(TOKEN),
+            "{camera}"
+        );
+    }
+    edge = start_edge(edge_port, &CAMERAS).await;
+    let before = totals(&seen, |s| s.live.load(Ordering::Relaxed));
+    every_viewer(
+        "every viewer streams live again once the edge is back",
+        &seen,
+        &before,
+        10,
+        |s| s.live.load(Ordering::Relaxed),
+    )
+    .await;
+
+    stop.cancel();
+    for viewer in viewers {
+        viewer.await.unwrap();
+    }
+    monitor.await.unwrap();
+    let most = most.lock().unwrap().clone();
+    eprintln!("the edge's most connections per camera: {most:?}");
+    for id in CAMERAS {
+        let n = most.get(id).copied().unwrap_or(0);
+        assert!(
+            (1..=2).contains(&n),
+            "the edge served camera {id} to {n} connections at once"
+        );
+    }
+    let wrong: u64 = totals(&seen, |s| s.wrong_size.load(Ordering::Relaxed))
+        .iter()
+        .sum();
+    assert_eq!(wrong, 0, "live frames not {WIDTH}x{HEIGHT}");
+    let log = survivor.log();
+    assert!(!log.contains(TOKEN), "the token is in the relay's log");
+    drop(nginx);
+    edge.shutdown().await;
+    eprintln!("relay tier test took {:?}", started.elapsed());
+}
