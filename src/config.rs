@@ -1366,6 +1366,70 @@ mod tests {
     }
 
     #[test]
+    fn upstreams_are_checked_where_they_are_written() {
+        let up = "[[upstreams]]\nname = \"edge\"\nurl = \"http://e:8000\"\ntoken = \"up-token-0123456789\"\n";
+        let config = parse(up).unwrap();
+        assert_eq!(config.upstreams.len(), 1);
+        // A relay serves its upstreams' cameras, not the demo.
+        assert!(config.with_demo_if_empty().cameras.is_empty());
+        let config = parse(up).unwrap();
+        assert_eq!(config.redactor().redact("<up-token-0123456789>"), "<***>");
+
+        let err = parse(&format!("\n{up}{up}")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("test.toml:6:") && err.contains("duplicate [[upstreams]] name \"edge\""),
+            "{err}"
+        );
+        let err = parse(&format!("{up}[[cameras]]\nid = \"edge.gate\"\nsource = \"test:\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("test.toml:5")
+                && err.contains("camera id \"edge.gate\" is in the namespace of [[upstreams]] \"edge\""),
+            "{err}"
+        );
+        // Only that namespace: edge-2.gate and edge are fine.
+        let config = parse(&format!(
+            "{up}[[cameras]]\nid = \"edge-2.gate\"\nsource = \"test:\"\n[[cameras]]\nid = \"edge\"\nsource = \"test:\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.cameras.len(), 2);
+        let err = parse("[[upstreams]]\nname = \"edge\"\nurl = \"http://e\"\ntoken = \"t-0123456789abcdef\"\ncolor = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `color`"), "{err}");
+        assert!(!err.contains("t-0123456789abcdef"), "{err}");
+    }
+
+    #[test]
+    fn relay_cameras_take_the_defaults_of_any_camera() {
+        let config = parse(
+            "[defaults]\nidle_timeout_s = 3\nmax_viewers = 7\n\
+             [[upstreams]]\nname = \"edge\"\nurl = \"http://e:8000\"\ntoken = \"up-token-0123456789\"\n",
+        )
+        .unwrap();
+        let remote = RemoteCamera {
+            id: "gate".into(),
+            name: "Gate".into(),
+        };
+        let entry = CameraEntry::relay(
+            &config.upstreams[0],
+            &remote,
+            &config.defaults,
+            &config.pipelines_dir(),
+        )
+        .unwrap();
+        assert_eq!(entry.id.as_str(), "edge.gate");
+        let settings = entry.settings.unwrap();
+        assert_eq!(settings.name, "Gate");
+        assert_eq!(settings.idle_timeout, Duration::from_secs(3));
+        assert_eq!(settings.max_viewers, 7);
+        assert!(settings.source.is_none());
+        assert_eq!(settings.source_display(), "relay: http://e:8000 camera gate");
+        assert_eq!(settings.relay.unwrap().camera, "gate");
+    }
+
+    #[test]
     fn demo_camera() {
         let config = Config::demo();
         assert_eq!(config.cameras.len(), 1);

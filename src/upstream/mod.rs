@@ -29,7 +29,7 @@ use crate::config::CameraId;
 use crate::frames::{FrameHub, FrameKind, PipelineStats, pack_size};
 
 pub use client::Trust;
-pub use multipart::{Part, PartReader};
+pub use multipart::{MultipartError, Part, PartReader};
 
 /// How often an upstream's camera list is read again: cameras added or
 /// removed upstream show up here within this long, at the cost of one
