@@ -546,7 +546,13 @@ impl CameraSettings {
     pub fn source_display(&self) -> String {
         let shown = match (&self.source, &self.pipeline) {
             _ if self.relay.is_some() => {
-                format!("relay: {}", self.relay.as_ref().map(RelaySource::display).unwrap_or_default())
+                format!(
+                    "relay: {}",
+                    self.relay
+                        .as_ref()
+                        .map(RelaySource::display)
+                        .unwrap_or_default()
+                )
             }
             (Some(source), _) => source.to_string(),
             (None, Some(o)) => format!("pipeline: {}", o.origin),
@@ -1377,15 +1383,20 @@ mod tests {
 
         let err = parse(&format!("\n{up}{up}")).unwrap_err().to_string();
         assert!(
-            err.starts_with("test.toml:6:") && err.contains("duplicate [[upstreams]] name \"edge\""),
+            err.starts_with("test.toml:6:")
+                && err.contains("duplicate [[upstreams]] name \"edge\""),
             "{err}"
         );
-        let err = parse(&format!("{up}[[cameras]]\nid = \"edge.gate\"\nsource = \"test:\"\n"))
-            .unwrap_err()
-            .to_string();
+        let err = parse(&format!(
+            "{up}[[cameras]]\nid = \"edge.gate\"\nsource = \"test:\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("test.toml:5")
-                && err.contains("camera id \"edge.gate\" is in the namespace of [[upstreams]] \"edge\""),
+                && err.contains(
+                    "camera id \"edge.gate\" is in the namespace of [[upstreams]] \"edge\""
+                ),
             "{err}"
         );
         // Only that namespace: edge-2.gate and edge are fine.
@@ -1425,7 +1436,10 @@ mod tests {
         assert_eq!(settings.idle_timeout, Duration::from_secs(3));
         assert_eq!(settings.max_viewers, 7);
         assert!(settings.source.is_none());
-        assert_eq!(settings.source_display(), "relay: http://e:8000 camera gate");
+        assert_eq!(
+            settings.source_display(),
+            "relay: http://e:8000 camera gate"
+        );
         assert_eq!(settings.relay.unwrap().camera, "gate");
     }
 

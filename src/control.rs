@@ -194,7 +194,11 @@ impl Control {
             let cancel = self.shutdown.child_token();
             let span = tracing::info_span!("upstream", name = %upstream.name);
             tokio::spawn(tracing::Instrument::instrument(
-                upstream::follow(Arc::clone(upstream), Arc::clone(&self.lists), cancel.clone()),
+                upstream::follow(
+                    Arc::clone(upstream),
+                    Arc::clone(&self.lists),
+                    cancel.clone(),
+                ),
                 span,
             ));
             followers.push((Arc::clone(upstream), cancel));

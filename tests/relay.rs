@@ -428,3 +428,224 @@ async fn two_hundred_viewers_through_nginx_and_two_relays_cost_the_edge_one_pull
     edge.shutdown().await;
     eprintln!("relay tier test took {:?}", started.elapsed());
 }
+
+/// Every log line of this test process, to look for the token in.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Unmasked: camstream's own writer would mask a known secret, so the
+/// token must not even be written.
+fn capture_logs() -> Logs {
+    static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .init();
+        logs
+    })
+    .clone()
+}
+
+/// A relay in this process, with `[[upstreams]]` lines `upstream`.
+async fn start_relay(upstream: &str) -> App {
+    common::init();
+    let text =
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n[defaults]\nidle_timeout_s = 1\n{upstream}");
+    let config = Config::parse(&text, None).expect("relay config");
+    App::build(config.with_demo_if_empty())
+        .await
+        .expect("relay starts")
+}
+
+fn upstream(edge: SocketAddr, token: &str) -> String {
+    format!(
+        "[[upstreams]]\nname = \"edge\"\nurl = \"http://{edge}\"\ntoken = \"{token}\"\nrefresh_s = 1\n"
+    )
+}
+
+async fn ids(app: &App) -> Vec<String> {
+    let mut ids: Vec<String> = app
+        .cameras()
+        .all()
+        .iter()
+        .map(|c| c.id().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_camera_list_follows_the_edge_and_outlives_its_outages() {
+    let edge_port = free_port();
+    let edge = start_edge(edge_port, &["a", "b"]).await;
+    let relay = start_relay(&upstream(edge.local_addr(), TOKEN)).await;
+    until("the relay lists the edge's cameras", DEADLINE, async || {
+        let ids = ids(&relay).await;
+        anyhow::ensure!(ids == ["edge.a", "edge.b"], "{ids:?}");
+        Ok(())
+    })
+    .await;
+    // A relay serves its upstreams' cameras: no demo camera.
+    assert!(relay.cameras().get("demo").is_none());
+
+    // Cameras added and removed on the edge appear and disappear.
+    let config = Config::parse(&edge_text(edge_port, &["a", "c"]), None).unwrap();
+    edge.reload(config).await;
+    until("the relay follows the edge's list", DEADLINE, async || {
+        let ids = ids(&relay).await;
+        anyhow::ensure!(ids == ["edge.a", "edge.c"], "{ids:?}");
+        Ok(())
+    })
+    .await;
+
+    // The edge down: the last list is kept.
+    edge.shutdown().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(ids(&relay).await, ["edge.a", "edge.c"]);
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_a_clear_error_and_shown_nowhere() {
+    let logs = capture_logs();
+    let edge_port = free_port();
+    let edge = start_edge(edge_port, &["a"]).await;
+    let relay = start_relay(&upstream(edge.local_addr(), TOKEN)).await;
+    let base = common::app::base(&relay);
+    until("the relay lists edge.a", DEADLINE, async || {
+        anyhow::ensure!(relay.cameras().get("edge.a").is_some());
+        Ok(())
+    })
+    .await;
+    let mut viewer = MjpegStream::connect(&format!("{base}/api/cameras/edge.a/stream.mjpeg"))
+        .await
+        .unwrap();
+    let part = viewer
+        .next_part_timeout(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(part.header("x-camstream-frame"), None);
+
+    // The edge comes back with other tokens: the relay's is refused.
+    edge.shutdown().await;
+    let text = edge_text(edge_port, &["a"]).replace(TOKEN, "another-view-token-0123456789");
+    let edge = App::build(Config::parse(&text, None).unwrap())
+        .await
+        .unwrap();
+    let info = common::app::wait_for_camera(&relay, "edge.a", DEADLINE, "the token refused", |c| {
+        c["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("upstream edge refused the token (401)"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(info["state"], "reconnecting", "{info}");
+    assert_eq!(info["kind"], "relay", "{info}");
+    // The viewer is still there, shown the placeholder.
+    until("a placeholder", DEADLINE, async || {
+        let part = viewer.next_part_timeout(Duration::from_secs(5)).await?;
+        anyhow::ensure!(part.header("x-camstream-frame") == Some("placeholder"));
+        Ok(())
+    })
+    .await;
+    for path in ["/api/cameras", "/api/cameras/edge.a", "/metrics"] {
+        let (status, _, body) = common::app::get(&format!("{base}{path}")).await.unwrap();
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains(TOKEN),
+            "{path} shows the token"
+        );
+    }
+    assert!(!logs.text().contains(TOKEN), "a log line shows the token");
+    assert!(
+        logs.text().contains("refused the token"),
+        "the refusal is logged"
+    );
+    drop(viewer);
+    relay.shutdown().await;
+    edge.shutdown().await;
+}
+
+/// An edge over HTTPS with a self-signed certificate, trusted by its
+/// fingerprint or as a CA file; a wrong fingerprint is refused, clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_edge_is_trusted_by_fingerprint_or_ca_file() {
+    common::init();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    let text = edge_text(0, &["a"]).replace(
+        "[server.auth]",
+        "[server.tls]\nself_signed = true\n[server.auth]",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let edge = App::build(Config::load(&path).unwrap()).await.unwrap();
+    let cert = dir.path().join(camstream::tls::SELF_SIGNED_CERT);
+    let pem = std::fs::read(&cert).unwrap();
+    let der = {
+        use rustls::pki_types::pem::PemObject as _;
+        rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()
+    };
+    let fingerprint = camstream::tls::fingerprint(&der);
+    let url = format!("https://127.0.0.1:{}", edge.local_addr().port());
+    for (trust, expect) in [
+        (format!("fingerprint = \"sha256:{fingerprint}\""), None),
+        (format!("ca = \"{}\"", cert.display()), None),
+        (
+            format!("fingerprint = \"{}\"", "00".repeat(32)),
+            Some("not the one with the configured fingerprint"),
+        ),
+    ] {
+        let upstream_text = format!(
+            "[[upstreams]]\nname = \"edge\"\nurl = \"{url}\"\ntoken = \"{TOKEN}\"\n{trust}\n"
+        );
+        if let Some(expect) = expect {
+            let config = Config::parse(&upstream_text, None).unwrap();
+            let error = camstream::upstream::fetch_list(&config.upstreams[0])
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expect), "{error}");
+            continue;
+        }
+        let relay = start_relay(&upstream_text).await;
+        until("the relay lists edge.a over HTTPS", DEADLINE, async || {
+            anyhow::ensure!(relay.cameras().get("edge.a").is_some());
+            Ok(())
+        })
+        .await;
+        let mut viewer = MjpegStream::connect(&format!(
+            "{}/api/cameras/edge.a/stream.mjpeg",
+            common::app::base(&relay)
+        ))
+        .await
+        .unwrap();
+        let part = viewer
+            .next_part_timeout(Duration::from_secs(20))
+            .await
+            .unwrap();
+        decode_jpeg(&part.body).unwrap();
+        drop(viewer);
+        relay.shutdown().await;
+    }
+    edge.shutdown().await;
+}

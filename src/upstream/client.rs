@@ -181,7 +181,11 @@ pub fn status_error(upstream: &Upstream, what: &str, status: u16) -> UpstreamErr
 
 /// `GET path` on the upstream, with its token; the response head within
 /// `wait`.
-pub async fn get(upstream: &Upstream, path: &str, wait: Duration) -> Result<Response, UpstreamError> {
+pub async fn get(
+    upstream: &Upstream,
+    path: &str,
+    wait: Duration,
+) -> Result<Response, UpstreamError> {
     let connect_error = |reason: String| UpstreamError::Connect {
         upstream: upstream.name.clone(),
         url: upstream.display(),
@@ -203,7 +207,10 @@ async fn request(upstream: &Upstream, path: &str) -> Result<Response, String> {
     let host = url.host_str().ok_or("no host")?.to_string();
     let port = url.port_or_known_default().ok_or("no port")?;
     // IPv6 literals keep their brackets in Host, not in connect().
-    let connect_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let connect_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let tcp = TcpStream::connect((connect_host.as_str(), port))
         .await
         .map_err(|e| e.to_string())?;
@@ -218,7 +225,10 @@ async fn request(upstream: &Upstream, path: &str) -> Result<Response, String> {
             hyper::header::AUTHORIZATION,
             format!("Bearer {}", upstream.token.expose()),
         )
-        .header(hyper::header::USER_AGENT, concat!("camstream/", env!("CARGO_PKG_VERSION")))
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("camstream/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     if url.scheme() == "https" {

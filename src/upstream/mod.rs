@@ -310,7 +310,9 @@ pub async fn fetch_list(upstream: &Upstream) -> Result<Vec<RemoteCamera>, Upstre
     serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol {
         upstream: upstream.name.clone(),
         what: "the camera list".into(),
-        reason: format!("not the JSON of camstream's GET /api/cameras ({e}): is the url another camstream?"),
+        reason: format!(
+            "not the JSON of camstream's GET /api/cameras ({e}): is the url another camstream?"
+        ),
     })
 }
 

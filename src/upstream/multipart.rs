@@ -63,7 +63,10 @@ impl PartReader {
     pub fn new(content_type: &str) -> Result<PartReader, MultipartError> {
         let not = || MultipartError::NotMultipart(content_type.to_string());
         let (kind, params) = content_type.split_once(';').ok_or_else(not)?;
-        if !kind.trim().eq_ignore_ascii_case("multipart/x-mixed-replace") {
+        if !kind
+            .trim()
+            .eq_ignore_ascii_case("multipart/x-mixed-replace")
+        {
             return Err(not());
         }
         let boundary = params

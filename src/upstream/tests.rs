@@ -5,7 +5,10 @@ use bytes::Bytes;
 use super::*;
 
 fn config(extra: &str) -> UpstreamConfig {
-    toml::from_str(&format!("name = \"edge-1\"\nurl = \"http://edge:8000\"\n{extra}")).unwrap()
+    toml::from_str(&format!(
+        "name = \"edge-1\"\nurl = \"http://edge:8000\"\n{extra}"
+    ))
+    .unwrap()
 }
 
 fn resolve(extra: &str) -> Result<Upstream, String> {
@@ -46,7 +49,10 @@ fn bad_entries_name_the_key_and_the_fix() {
             "token = \"a-token-0123456789\"\ntoken_file = \"t\"",
             "token or token_file, not both",
         ),
-        ("token_file = \"missing\"", "token_file /nonexistent/missing cannot be read"),
+        (
+            "token_file = \"missing\"",
+            "token_file /nonexistent/missing cannot be read",
+        ),
         ("token = \"\"", "the token is empty"),
         ("token = \"two words\"", "spaces or control characters"),
         (
