@@ -649,3 +649,65 @@ async fn an_https_edge_is_trusted_by_fingerprint_or_ca_file() {
     }
     edge.shutdown().await;
 }
+
+/// A plain web server, not a camstream: answers every request with a page.
+async fn web_page_server() -> SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let body = "<html>a router's login page</html>";
+                let _ = socket
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The runtime rows of docs/errors.md not met above: a camera gone
+/// upstream, and a url that is not a camstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_name_the_upstream_and_the_fix() {
+    let edge = start_edge(0, &["a"]).await;
+    let config = Config::parse(&upstream(edge.local_addr(), TOKEN), None).unwrap();
+    let relay = camstream::upstream::RelaySource {
+        upstream: Arc::clone(&config.upstreams[0]),
+        camera: "gone".into(),
+    };
+    let hub = camstream::frames::FrameHub::default();
+    let stats = camstream::frames::PipelineStats::default();
+    let error = camstream::upstream::pull(&relay, &hub, &stats)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "upstream edge has no camera gone (404): it was removed there"
+    );
+
+    let page = web_page_server().await;
+    let config = Config::parse(&upstream(page, TOKEN), None).unwrap();
+    let error = camstream::upstream::fetch_list(&config.upstreams[0])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("upstream edge: the camera list: not the JSON of camstream's GET /api/cameras")
+            && error.ends_with("is the url another camstream?"),
+        "{error}"
+    );
+    assert!(!error.contains(TOKEN), "{error}");
+    edge.shutdown().await;
+}

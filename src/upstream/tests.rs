@@ -63,6 +63,10 @@ fn bad_entries_name_the_key_and_the_fix() {
             "token = \"a-token-0123456789\"\nfingerprint = \"sha256:00\"",
             "apply to https:// only",
         ),
+        (
+            "token = \"a-token-0123456789\"\nfingerprint = \"sha256:00\"\nca = \"ca.pem\"",
+            "set ca or fingerprint, not both",
+        ),
     ] {
         let err = resolve(extra).unwrap_err();
         assert!(err.contains(expect), "{extra}: {err}");
