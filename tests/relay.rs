@@ -704,8 +704,9 @@ async fn upstream_errors_name_the_upstream_and_the_fix() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.starts_with("upstream edge: the camera list: not the JSON of camstream's GET /api/cameras")
-            && error.ends_with("is the url another camstream?"),
+        error.starts_with(
+            "upstream edge: the camera list: not the JSON of camstream's GET /api/cameras"
+        ) && error.ends_with("is the url another camstream?"),
         "{error}"
     );
     assert!(!error.contains(TOKEN), "{error}");

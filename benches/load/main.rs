@@ -1066,7 +1066,11 @@ async fn run_camstream(
         None => None,
     };
     let edge_cpu = match edge_cpu {
-        Some(window) => Some(window.percent().context("the edge exited during the window")?),
+        Some(window) => Some(
+            window
+                .percent()
+                .context("the edge exited during the window")?,
+        ),
         None => None,
     };
     let secs = started.elapsed().as_secs_f64();
@@ -1198,7 +1202,12 @@ async fn start_relay(
     )?;
     let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(READY_TIMEOUT))
         .await?
-        .map_err(|_| anyhow!("the relay did not start (see target/bench/{}-relay.log)", scenario.name))?;
+        .map_err(|_| {
+            anyhow!(
+                "the relay did not start (see target/bench/{}-relay.log)",
+                scenario.name
+            )
+        })?;
     let api = Api { addr, tls: None };
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {

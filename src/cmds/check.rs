@@ -368,7 +368,10 @@ mod tests {
             "{lines:?}"
         );
         assert!(!lines.iter().any(|l| l.contains("demo")), "{lines:?}");
-        assert!(!lines.iter().any(|l| l.contains("relay-token")), "{lines:?}");
+        assert!(
+            !lines.iter().any(|l| l.contains("relay-token")),
+            "{lines:?}"
+        );
     }
 
     #[test]
