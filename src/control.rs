@@ -42,6 +42,10 @@ pub enum ManageError {
     )]
     Demo(CameraId),
     #[error(
+        "camera \"{0}\" is relayed from an upstream camstream ([[upstreams]]): change it there"
+    )]
+    Relayed(CameraId),
+    #[error(
         "camstream was started without a config file, so changes cannot be saved: start it with --config FILE"
     )]
     NoConfigFile,
@@ -381,10 +385,19 @@ impl Control {
     fn edit_error(&self, error: EditError) -> ManageError {
         match error {
             EditError::Exists(id) => ManageError::Exists(id),
-            EditError::NotFound(id) if self.cameras.get(id.as_str()).is_some() => {
-                ManageError::Demo(id)
-            }
-            EditError::NotFound(id) => ManageError::NotFound(id),
+            EditError::NotFound(id) => match self.cameras.get(id.as_str()) {
+                Some(camera)
+                    if camera
+                        .configured()
+                        .settings
+                        .as_ref()
+                        .is_ok_and(|s| s.relay.is_some()) =>
+                {
+                    ManageError::Relayed(id)
+                }
+                Some(_) => ManageError::Demo(id),
+                None => ManageError::NotFound(id),
+            },
             other => ManageError::FileInvalid(other.to_string()),
         }
     }

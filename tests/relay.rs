@@ -712,3 +712,47 @@ async fn upstream_errors_name_the_upstream_and_the_fix() {
     assert!(!error.contains(TOKEN), "{error}");
     edge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_camera_is_changed_on_its_upstream_not_here() {
+    common::init();
+    let edge = start_edge(0, &["a"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    let admin = "relay-admin-token-0123456789";
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[server.auth]\ntokens = [\"{admin}\"]\n\n{}",
+            upstream(edge.local_addr(), TOKEN)
+        ),
+    )
+    .unwrap();
+    let relay = App::build(Config::load(&path).unwrap()).await.unwrap();
+    until("the relay lists edge.a", DEADLINE, async || {
+        anyhow::ensure!(relay.cameras().get("edge.a").is_some());
+        Ok(())
+    })
+    .await;
+    let url = format!("{}/api/cameras/edge.a", common::app::base(&relay));
+    for request in [
+        client()
+            .put(&url)
+            .json(&serde_json::json!({"source": "test:"})),
+        client().delete(&url),
+    ] {
+        let response = request.bearer_auth(admin).send().await.unwrap();
+        assert_eq!(response.status(), 409);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "relayed_camera", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|e| e.contains("relayed from an upstream camstream")),
+            "{body}"
+        );
+    }
+    assert!(relay.cameras().get("edge.a").is_some());
+    relay.shutdown().await;
+    edge.shutdown().await;
+}
