@@ -756,3 +756,51 @@ async fn a_relayed_camera_is_changed_on_its_upstream_not_here() {
     relay.shutdown().await;
     edge.shutdown().await;
 }
+
+/// A relayed camera pulls from the edge only while it has viewers here,
+/// and stops `idle_timeout_s` (1 s here) after the last one leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pull_runs_only_while_someone_watches() {
+    let edge = start_edge(0, &["a"]).await;
+    let relay = start_relay(&upstream(edge.local_addr(), TOKEN)).await;
+    until("the relay lists edge.a", DEADLINE, async || {
+        anyhow::ensure!(relay.cameras().get("edge.a").is_some());
+        Ok(())
+    })
+    .await;
+    let edge_viewers = async || {
+        viewer_counts(edge.local_addr(), Some(TOKEN))
+            .await
+            .get("a")
+            .copied()
+            .unwrap_or(0)
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(edge_viewers().await, 0, "pulled with nobody watching");
+    let mut viewer = MjpegStream::connect(&format!(
+        "{}/api/cameras/edge.a/stream.mjpeg",
+        common::app::base(&relay)
+    ))
+    .await
+    .unwrap();
+    viewer
+        .next_part_timeout(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(edge_viewers().await, 1);
+    drop(viewer);
+    until(
+        "the pull stops after the idle timeout",
+        DEADLINE,
+        async || {
+            let n = edge_viewers().await;
+            anyhow::ensure!(n == 0, "{n} connections at the edge");
+            Ok(())
+        },
+    )
+    .await;
+    let info = common::app::camera(&relay, "edge.a").await;
+    assert_eq!(info["state"], "idle", "{info}");
+    relay.shutdown().await;
+    edge.shutdown().await;
+}
