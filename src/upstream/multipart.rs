@@ -56,6 +56,10 @@ pub struct PartReader {
     end: Vec<u8>,
     buf: BytesMut,
     state: State,
+    /// How much of a part without Content-Length was already searched for
+    /// its end, so a part arriving in many chunks is not searched again
+    /// from its start for each.
+    searched: usize,
 }
 
 impl PartReader {
@@ -86,6 +90,7 @@ impl PartReader {
             end,
             buf: BytesMut::new(),
             state: State::Boundary,
+            searched: 0,
         })
     }
 
@@ -160,14 +165,22 @@ impl PartReader {
                     let cut = match length {
                         Some(n) if self.buf.len() >= n => n,
                         Some(_) => return Ok(None),
-                        None => match find(&self.buf, &self.end) {
-                            Some(at) => at,
-                            None if self.buf.len() > MAX_PART => {
-                                return Err(MultipartError::PartTooLarge);
+                        None => {
+                            // The end may straddle the last chunk's edge.
+                            let from = self.searched.saturating_sub(self.end.len());
+                            match find(&self.buf[from..], &self.end) {
+                                Some(at) => from + at,
+                                None if self.buf.len() > MAX_PART => {
+                                    return Err(MultipartError::PartTooLarge);
+                                }
+                                None => {
+                                    self.searched = self.buf.len();
+                                    return Ok(None);
+                                }
                             }
-                            None => return Ok(None),
-                        },
+                        }
                     };
+                    self.searched = 0;
                     let jpeg = self.buf.split_to(cut).freeze();
                     self.state = State::Boundary;
                     return Ok(Some(Part { jpeg, placeholder }));

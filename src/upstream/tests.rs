@@ -170,6 +170,27 @@ fn parts_without_length_end_at_the_next_boundary() {
     assert_eq!(&read_all(&mut reader)[0].jpeg[..], b"\xff\xd8two\xff\xd9");
 }
 
+/// A part without Content-Length, a byte at a time: its end is found
+/// however the boundary is split.
+#[test]
+fn parts_without_length_arrive_in_any_pieces() {
+    let body = b"--b\r\n\r\n\xff\xd8\r\n-one\xff\xd9\r\n--b\r\n\r\n\xff\xd8two\xff\xd9\r\n--b\r\n";
+    let mut reader = PartReader::new("multipart/x-mixed-replace; boundary=b").unwrap();
+    let mut parts = Vec::new();
+    for byte in body {
+        reader.push(&[*byte]);
+        parts.extend(read_all(&mut reader));
+    }
+    let jpegs: Vec<&[u8]> = parts.iter().map(|p| &p.jpeg[..]).collect();
+    assert_eq!(
+        jpegs,
+        [
+            &b"\xff\xd8\r\n-one\xff\xd9"[..],
+            &b"\xff\xd8two\xff\xd9"[..]
+        ]
+    );
+}
+
 #[test]
 fn broken_streams_are_errors() {
     assert!(PartReader::new("image/jpeg").is_err());
