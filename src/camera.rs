@@ -1021,7 +1021,28 @@ impl Camera {
             changed
         });
         info!(source = %settings.source_display(), "relay started");
-        let pull = upstream::pull(relay, &self.hub, &self.stats);
+        let stats = &self.stats;
+        let hub = &self.hub;
+        let pull = upstream::pull(
+            relay,
+            None,
+            |frame| {
+                // What a pipeline run counts, so fps, the watchdog and
+                // /metrics read a relayed camera as any other.
+                stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                let packed = pack_size(frame.width, frame.height);
+                stats.input_size.store(packed, Ordering::Relaxed);
+                stats.output_size.store(packed, Ordering::Relaxed);
+                stats
+                    .bytes_out
+                    .fetch_add(frame.jpeg.len() as u64, Ordering::Relaxed);
+                stats.frames_out.fetch_add(1, Ordering::Relaxed);
+                hub.publish(frame.jpeg, frame.width, frame.height, frame.kind);
+            },
+            || {
+                stats.frames_in.fetch_add(1, Ordering::Relaxed);
+            },
+        );
         tokio::pin!(pull);
         let mut frames = self.hub.subscribe();
         frames.mark_unchanged();

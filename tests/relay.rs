@@ -686,9 +686,7 @@ async fn upstream_errors_name_the_upstream_and_the_fix() {
         upstream: Arc::clone(&config.upstreams[0]),
         camera: "gone".into(),
     };
-    let hub = camstream::frames::FrameHub::default();
-    let stats = camstream::frames::PipelineStats::default();
-    let error = camstream::upstream::pull(&relay, &hub, &stats)
+    let error = camstream::upstream::pull(&relay, None, |_| {}, || {})
         .await
         .unwrap_err()
         .to_string();

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::CameraId;
-use crate::frames::{FrameHub, FrameKind, PipelineStats, pack_size};
+use crate::frames::FrameKind;
 
 pub use client::Trust;
 pub use multipart::{MultipartError, Part, PartReader};
@@ -316,18 +316,33 @@ pub async fn fetch_list(upstream: &Upstream) -> Result<Vec<RemoteCamera>, Upstre
     })
 }
 
-/// Pulls a relay camera's stream into `hub` until it fails or ends, which
-/// it always does with an error (the supervisor reconnects with back-off).
-/// Each part's JPEG bytes are published as they came; the upstream's
-/// placeholders stay placeholders.
+/// One frame as the upstream sent it: its JPEG bytes untouched, the size
+/// read from its header, and whether it is the upstream's placeholder.
+#[derive(Clone, Debug)]
+pub struct RelayedFrame {
+    pub jpeg: bytes::Bytes,
+    pub width: u32,
+    pub height: u32,
+    pub kind: FrameKind,
+}
+
+/// Pulls a relay camera's stream (at `size`, the upstream's `?size=`, or
+/// its default) and hands each frame to `publish`, until the stream fails
+/// or ends, which it always does with an error (the supervisor reconnects
+/// with back-off). The upstream's placeholders stay placeholders; a part
+/// that is not a JPEG is skipped, and counted in `skipped`.
 pub async fn pull(
     relay: &RelaySource,
-    hub: &FrameHub,
-    stats: &PipelineStats,
+    size: Option<&str>,
+    mut publish: impl FnMut(RelayedFrame),
+    mut skipped: impl FnMut(),
 ) -> Result<(), UpstreamError> {
-    use std::sync::atomic::Ordering;
     let upstream = &relay.upstream;
-    let path = upstream.path(&relay.stream_path());
+    let mut path = upstream.path(&relay.stream_path());
+    if let Some(size) = size {
+        // Size names are URL-safe (letters, digits, '_', '-').
+        path = format!("{path}?size={size}");
+    }
     let mut response = client::get(upstream, &path, client::CONNECT_TIMEOUT).await?;
     match response.status().as_u16() {
         200 => {}
@@ -348,25 +363,20 @@ pub async fn pull(
         .map_err(|e| protocol(e.to_string()))?;
     loop {
         while let Some(part) = reader.next_part().map_err(|e| protocol(e.to_string()))? {
-            stats.frames_in.fetch_add(1, Ordering::Relaxed);
-            // The size is read from the JPEG's header; a part that is not a
-            // JPEG is skipped (and counted as dropped), not shown.
             let Ok(info) = crate::jpeg::read_header(&part.jpeg) else {
+                skipped();
                 continue;
             };
-            let kind = if part.placeholder {
-                FrameKind::Placeholder
-            } else {
-                FrameKind::Live
-            };
-            let packed = pack_size(info.width, info.height);
-            stats.input_size.store(packed, Ordering::Relaxed);
-            stats.output_size.store(packed, Ordering::Relaxed);
-            stats
-                .bytes_out
-                .fetch_add(part.jpeg.len() as u64, Ordering::Relaxed);
-            stats.frames_out.fetch_add(1, Ordering::Relaxed);
-            hub.publish(part.jpeg, info.width, info.height, kind);
+            publish(RelayedFrame {
+                jpeg: part.jpeg,
+                width: info.width,
+                height: info.height,
+                kind: if part.placeholder {
+                    FrameKind::Placeholder
+                } else {
+                    FrameKind::Live
+                },
+            });
         }
         match response.chunk().await? {
             Some(chunk) => reader.push(&chunk),
