@@ -4,10 +4,8 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use camstream::frames::{FrameHub, PipelineStats};
 use camstream::pipeline::{FrameOutput, Pipeline};
 use camstream::redact::Redactor;
 use camstream::source::{PipelineText, RenderOptions, Source, plan};
@@ -183,13 +181,13 @@ fn the_scale_follows_a_mid_stream_resolution_change() {
         &RenderOptions::default(),
     )
     .unwrap();
-    let hub = Arc::new(FrameHub::default());
-    let stats = Arc::new(PipelineStats::default());
-    let output = FrameOutput {
-        hub: Arc::clone(&hub),
-        stats: Arc::clone(&stats),
-    };
-    let pipeline = Pipeline::build(&plan, 0.25, output, Redactor::default()).unwrap();
+    let output = FrameOutput::standalone(0.25);
+    let stats = output.stats.clone();
+    // Watched, so the default size's branch lets frames in.
+    let default = output.outputs.default_output().clone();
+    default.attach();
+    let hub = default.hub();
+    let pipeline = Pipeline::build(&plan, output, Redactor::default()).unwrap();
     pipeline.start().unwrap();
 
     let wait_for = |size: (u32, u32)| {
@@ -249,31 +247,37 @@ async fn an_mjpeg_source_at_a_quarter_is_decoded_at_a_quarter() {
     assert_eq!(info["output"]["width"], 320, "{info}");
     relay.shutdown().await;
 
-    // The same camera's pipeline, looked into: the decoder's output, the
+    // The same camera's pipeline, looked into: the fragment ends at the
+    // JPEG parts, camstream's DCT decoder follows, and its output, the
     // scaler's input, is already 320x180.
     let config = camstream::Config::parse(&camera_toml, None).unwrap();
     let settings = config.cameras[0].settings.as_ref().unwrap();
     let plan = settings.plan().unwrap();
     assert!(
         plan.description
-            .contains("jpegparse ! camstreamjpegdec name=camstream_dec max-scale=0.25"),
+            .ends_with("multipartdemux single-stream=true ! capsfilter caps=image/jpeg"),
         "{}",
         plan.description
     );
-    let hub = Arc::new(FrameHub::default());
-    let stats = Arc::new(PipelineStats::default());
-    let output = FrameOutput {
-        hub: Arc::clone(&hub),
-        stats: Arc::clone(&stats),
-    };
-    let scale = settings.scale;
+    let output = FrameOutput::standalone(settings.scale);
+    let stats = output.stats.clone();
+    let default = output.outputs.default_output().clone();
+    default.attach();
+    let hub = default.hub();
     let pipeline = tokio::task::spawn_blocking(move || {
-        let pipeline = Pipeline::build(&plan, scale, output, Redactor::default()).unwrap();
+        let pipeline = Pipeline::build(&plan, output, Redactor::default()).unwrap();
         pipeline.start().unwrap();
         pipeline
     })
     .await
     .unwrap();
+    assert!(
+        pipeline
+            .graph()
+            .contains("decoder: camstreamjpegdec max-scale=0.25"),
+        "{}",
+        pipeline.graph()
+    );
     let deadline = std::time::Instant::now() + PART_TIMEOUT;
     while hub.latest().is_none() {
         assert!(std::time::Instant::now() < deadline, "no frame");
@@ -281,7 +285,7 @@ async fn an_mjpeg_source_at_a_quarter_is_decoded_at_a_quarter() {
     }
     let decoded = pipeline
         .gst_pipeline()
-        .by_name("camstream_scale")
+        .by_name("default-scale")
         .and_then(|scaler| scaler.static_pad("sink"))
         .and_then(|pad| pad.current_caps())
         .and_then(|caps| {
