@@ -9,8 +9,11 @@
 #   - with --test: also gst-rtsp-server (the tests' in-process RTSP server),
 #     chromium (the web page is tested in headless Chromium), prometheus
 #     (for `promtool check metrics`, which checks /metrics, and `promtool
-#     check config`) and python3-venv (scripts/validate-k8s.sh installs its
-#     Kubernetes checkers from PyPI into a virtualenv);
+#     check config`), python3-venv (scripts/validate-k8s.sh installs its
+#     Kubernetes checkers from PyPI into a virtualenv), and for HTTPS: curl
+#     (a real HTTP/2 client), libnss3-tools (certutil, to make Chromium
+#     trust a test CA) and nginx (the shipped reverse-proxy configuration
+#     is tested with it);
 #   - a Rust toolchain through rustup if cargo is missing.
 set -euo pipefail
 
@@ -31,7 +34,7 @@ packages=(
 )
 for arg in "$@"; do
   case "$arg" in
-    --test) packages+=(libgstrtspserver-1.0-dev chromium prometheus python3-venv) ;;
+    --test) packages+=(libgstrtspserver-1.0-dev chromium prometheus python3-venv curl libnss3-tools nginx) ;;
     *) echo "usage: $0 [--test]" >&2; exit 2 ;;
   esac
 done
@@ -57,6 +60,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   # want running.
   if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+  # Likewise nginx: the tests start their own on loopback.
+  if [[ " ${missing[*]} " == *" nginx "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now nginx >/dev/null 2>&1 || true
   fi
 fi
 

@@ -15,9 +15,10 @@ use crate::config::Config;
 use crate::control::{Control, ReloadSummary};
 use crate::http::access::RouteSpec;
 use crate::http::server::{Connections, ServerOptions, serve};
-use crate::http::{AppState, routes};
+use crate::http::{AppState, redirect_routes, routes};
 use crate::redact::KnownSecrets;
 use crate::registry::Cameras;
+use crate::tls::Tls;
 
 /// A running server.
 #[derive(Debug)]
@@ -25,9 +26,11 @@ pub struct App {
     local_addr: SocketAddr,
     cameras: Arc<Cameras>,
     control: Arc<Control>,
+    /// The plain-HTTP listener that redirects to HTTPS, if any.
+    redirect_addr: Option<SocketAddr>,
     routes: Arc<[RouteSpec]>,
     shutdown: CancellationToken,
-    server: JoinHandle<()>,
+    servers: Vec<JoinHandle<()>>,
 }
 
 impl App {
@@ -48,6 +51,21 @@ impl App {
             )
         })?;
         let local_addr = listener.local_addr()?;
+        // A certificate that cannot be served stops camstream here, with
+        // the file and the fix.
+        let tls = Tls::new(&config.server)?.map(Arc::new);
+        let redirect_listener = match config.server.http_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "cannot listen on {addr}: is another server using the port? Set [server] http_listen"
+                )
+            })?),
+            None => None,
+        };
+        let redirect_addr = redirect_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
 
         let shutdown = CancellationToken::new();
         let cameras = Arc::new(Cameras::default());
@@ -61,6 +79,9 @@ impl App {
             shutdown.clone(),
             secrets,
         ));
+        if let Some(tls) = &tls {
+            control.set_tls(Arc::clone(tls));
+        }
         // Starting is a reload from nothing: every camera is "added", and
         // config problems and auth warnings are logged on the way.
         control.apply(config).await;
@@ -74,26 +95,47 @@ impl App {
             gate: Arc::default(),
             connections: Arc::clone(&connections),
         };
-        let (routes, filter) = routes(state);
-        let server = tokio::spawn(serve(
+        let (routes, filter) = routes(state.clone());
+        let mut servers = Vec::new();
+        if let Some(listener) = redirect_listener {
+            // The same front door (caps, timeouts) as the HTTPS listener.
+            servers.push(tokio::spawn(serve(
+                listener,
+                redirect_routes(state, local_addr.port()),
+                shutdown.clone(),
+                options.clone(),
+                Arc::clone(&connections),
+                None,
+            )));
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if let Some(tls) = &tls {
+            tls.log("serving HTTPS (HTTP/2 and HTTP/1.1)");
+        }
+        servers.push(tokio::spawn(serve(
             listener,
             filter,
             shutdown.clone(),
             options,
             connections,
-        ));
+            tls,
+        )));
         info!(
-            "camstream {} listening on http://{local_addr}/ with {} camera(s)",
+            "camstream {} listening on {scheme}://{local_addr}/ with {} camera(s)",
             env!("CARGO_PKG_VERSION"),
             cameras.len()
         );
+        if let Some(addr) = redirect_addr {
+            info!("redirecting http://{addr}/ to HTTPS");
+        }
         Ok(App {
             local_addr,
             cameras,
             control,
+            redirect_addr,
             routes,
             shutdown,
-            server,
+            servers,
         })
     }
 
@@ -107,6 +149,11 @@ impl App {
         self.local_addr
     }
 
+    /// Where `[server] http_listen` is bound (port 0 picks a free port).
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_addr
+    }
+
     pub fn cameras(&self) -> &Arc<Cameras> {
         &self.cameras
     }
@@ -114,8 +161,9 @@ impl App {
     /// Changes, adds and removes cameras to match `config`: unchanged
     /// cameras keep streaming with their viewers attached, changed ones
     /// restart with their viewers kept; auth and CORS changes apply to the
-    /// next request. `listen`, `pipelines_dir` and the connection limits
-    /// and timeouts (`write_timeout_s`, `max_viewers`, ...) need a restart.
+    /// next request; the TLS certificate to the next handshake. `listen`,
+    /// `http_listen`, `pipelines_dir` and the connection limits and
+    /// timeouts (`write_timeout_s`, `max_viewers`, ...) need a restart.
     pub async fn reload(&self, config: Config) -> ReloadSummary {
         self.control.apply(config).await
     }
@@ -136,7 +184,9 @@ impl App {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.cameras.shutdown().await;
-        let _ = self.server.await;
+        for server in self.servers {
+            let _ = server.await;
+        }
         info!("stopped");
     }
 }

@@ -19,12 +19,15 @@ use tokio::time::{MissedTickBehavior, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
-use crate::config::{CameraId, CameraSettings, DEFAULT_QUALITY, DEFAULT_SCALE, DEFAULT_SIZE};
 use crate::config::FULL_SIZE;
-use crate::frames::{Frame, FrameKind, FrameReceiver, PipelineStats, pack_size, rfc3339, unpack_size};
+use crate::config::{CameraId, CameraSettings, DEFAULT_QUALITY, DEFAULT_SCALE, DEFAULT_SIZE};
+use crate::frames::{
+    Frame, FrameKind, FrameReceiver, PipelineStats, pack_size, rfc3339, unpack_size,
+};
 use crate::outputs::{Kind, Output, Outputs, Request, Wanted};
 use crate::pipeline::{
-    FrameOutput, Pipeline, PipelineError, PipelineEvent, TransportFallback, render_placeholder,
+    DecoderFallback, DecoderUse, FrameOutput, HardwareFailure, Pipeline, PipelineError,
+    PipelineEvent, TransportFallback, render_placeholder,
 };
 use crate::redact::{KnownSecrets, Redactor};
 use crate::source::{Attempt, HttpMode, LowerTransport, PipelinePlan, Source};
@@ -176,6 +179,11 @@ pub struct Status {
     /// `tcp`/`udp` (RTSP), `mjpeg`/`snapshots` (HTTP); None for other
     /// sources and before the first run.
     pub transport: Option<&'static str>,
+    /// The video decoder of the last run that delivered a frame.
+    pub decoder_in_use: Option<DecoderUse>,
+    /// Why the camera decodes in software although its `decoder` setting
+    /// allows hardware: the hardware decoder's failure.
+    pub decoder_fallback: Option<String>,
 }
 
 impl Status {
@@ -189,6 +197,8 @@ impl Status {
             retry_in: None,
             offline_since: None,
             transport: None,
+            decoder_in_use: None,
+            decoder_fallback: None,
         }
     }
 }
@@ -294,16 +304,26 @@ struct Learned {
     source: Option<Source>,
     transport: Option<LowerTransport>,
     snapshots: bool,
+    /// A hardware decoder failed: software until the configuration changes
+    /// (any change: another source may well decode in hardware).
+    decoding: DecoderFallback,
+    /// The settings `decoding` was learned for.
+    decoding_for: Option<CameraSettings>,
 }
 
 impl Learned {
-    /// Forgets everything if `settings` name another source.
+    /// Forgets everything if `settings` name another source, and the
+    /// decoder fallback if they differ at all.
     fn follow(&mut self, settings: &CameraSettings) {
         if self.source != settings.source {
             *self = Learned {
                 source: settings.source.clone(),
                 ..Learned::default()
             };
+        }
+        if self.decoding_for.as_ref() != Some(settings) {
+            self.decoding = DecoderFallback::default();
+            self.decoding_for = Some(settings.clone());
         }
     }
 }
@@ -753,6 +773,41 @@ impl Camera {
             .send_if_modified(|st| st.offline_since.take().is_some());
     }
 
+    /// A hardware decoder failed: the camera decodes in software from now
+    /// on. Said once per configuration, in the log and the API.
+    fn fell_back(&self, decoding: &DecoderFallback) {
+        if let Some(failure) = decoding.reason() {
+            warn!("{failure}: decoding in software until the camera's configuration changes");
+        }
+        self.show_fallback(decoding);
+    }
+
+    fn show_fallback(&self, decoding: &DecoderFallback) {
+        let fallback = decoding.reason().map(HardwareFailure::to_string);
+        self.status.send_if_modified(|st| {
+            let changed = st.decoder_fallback != fallback;
+            st.decoder_fallback = fallback;
+            changed
+        });
+    }
+
+    /// At the first frame: which decoder the pipeline uses, and whether a
+    /// hardware one failed to start before it (decodebin then plugs the
+    /// next decoder by itself, and the camera streams already).
+    fn note_decoder(&self, pipeline: &Pipeline, decoding: &mut DecoderFallback) {
+        let in_use = pipeline.decoders().in_use();
+        self.status.send_if_modified(|st| {
+            let changed = st.decoder_in_use != in_use;
+            st.decoder_in_use = in_use;
+            changed
+        });
+        if let Some(failure) = pipeline.decoders().failed_to_start()
+            && decoding.fall_back(failure)
+        {
+            self.fell_back(decoding);
+        }
+    }
+
     /// One (re)start: opens the camera, moving on at once to the next RTSP
     /// transport when the server refuses one, or to polling snapshots when
     /// an HTTP source answers with a single image, until an attempt streams
@@ -767,8 +822,10 @@ impl Camera {
         configured: &mut watch::Receiver<Arc<Configured>>,
         outage: &mut Option<Outage>,
     ) -> Exit {
+        let mut run = *run;
         let settings = run.settings;
         learned.follow(settings);
+        self.show_fallback(&learned.decoding);
         let source = settings.source.as_ref();
         let mut walk = TransportFallback::new(
             matches!(source, Some(Source::Rtsp { .. })),
@@ -780,10 +837,30 @@ impl Camera {
             let attempt = Attempt {
                 transport: walk.current(),
                 snapshots: learned.snapshots,
+                software_decoding: learned.decoding.software(),
             };
             let exit = self
-                .run_once(run, attempt, learned, configured, outage)
+                .run_once(&run, attempt, learned, configured, outage)
                 .await;
+            // A hardware decoder failed, before or after the first frame:
+            // again at once in software, with a first frame due anew.
+            let exit = match exit {
+                Exit::Failed {
+                    error: CameraError::Pipeline(error),
+                    streamed_for,
+                } => match learned.decoding.failed(error) {
+                    None => {
+                        self.fell_back(&learned.decoding);
+                        run.deadline = Instant::now() + settings.first_frame_timeout;
+                        continue;
+                    }
+                    Some(error) => Exit::Failed {
+                        error: error.into(),
+                        streamed_for,
+                    },
+                },
+                other => other,
+            };
             let (error, streamed_for) = match exit {
                 Exit::SingleImages if !attempt.snapshots => {
                     info!(
@@ -939,8 +1016,10 @@ impl Camera {
                             self.last_input.store(pack_size(w, h), Ordering::Relaxed);
                         }
                         self.set_state(State::Streaming);
+                        self.note_decoder(&pipeline, &mut learned.decoding);
                         info!(
                             input = ?self.stats.input(),
+                            decoder = pipeline.decoders().in_use().map_or_else(|| "-".into(), |d| d.name),
                             after_ms = started.elapsed().as_millis() as u64, "first frame"
                         );
                     }
@@ -959,9 +1038,14 @@ impl Camera {
                         Some(_) if now - last_progress >= settings.watchdog => {
                             Some(CameraError::Stalled(settings.watchdog))
                         }
-                        None if now >= deadline => Some(CameraError::NoFirstFrame {
-                            after: settings.first_frame_timeout,
-                            via: via.clone(),
+                        // Overdue with a hardware decoder that takes frames
+                        // but gives none: the decoder, not the camera.
+                        None if now >= deadline => Some(match pipeline.decoders().stalled() {
+                            Some(failure) => PipelineError::HardwareDecoder(failure).into(),
+                            None => CameraError::NoFirstFrame {
+                                after: settings.first_frame_timeout,
+                                via: via.clone(),
+                            },
                         }),
                         _ => None,
                     };
@@ -1078,10 +1162,12 @@ impl Viewer {
         })
         .await?;
         let frame = frames.borrow().clone();
-        frame.filter(|f| f.is_live()).ok_or_else(|| OpenError::Unavailable {
-            id: self.camera.id.clone(),
-            reason: "the camera is offline".into(),
-        })
+        frame
+            .filter(|f| f.is_live())
+            .ok_or_else(|| OpenError::Unavailable {
+                id: self.camera.id.clone(),
+                reason: "the camera is offline".into(),
+            })
     }
 
     /// Waits until `frames` holds a frame `done` accepts, the camera fails,
@@ -1174,6 +1260,7 @@ pub struct CameraInfo {
     /// How frames come from the source: `tcp`/`udp` (RTSP), `mjpeg` or
     /// `snapshots` (HTTP); None for other sources and before the first run.
     pub transport: Option<&'static str>,
+    pub decoder: DecoderInfo,
     pub input: Option<Resolution>,
     pub output: Option<Resolution>,
     pub fps: f64,
@@ -1221,6 +1308,23 @@ pub struct SizeUrls {
     pub stream: Option<String>,
     pub snapshot: String,
     pub display: Option<String>,
+}
+
+/// How a camera decodes, as the API shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DecoderInfo {
+    /// The `decoder` setting; None for a camera whose settings are invalid.
+    pub setting: Option<&'static str>,
+    /// The video decoder of the last run that delivered a frame (e.g.
+    /// `avdec_h264`, `vah264dec`); None before that, and for sources that
+    /// decode nothing (test patterns, raw webcams).
+    pub in_use: Option<String>,
+    /// Whether `in_use` is a hardware decoder.
+    pub hardware: bool,
+    /// Why the camera decodes in software although its setting allows
+    /// hardware: the hardware decoder's failure. It stays in software
+    /// until its configuration changes or camstream restarts.
+    pub fallback: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -1273,6 +1377,15 @@ impl Camera {
             retry_in_s: status.retry_in.map(|d| d.as_secs_f64()),
             offline_since: status.offline_since.map(rfc3339),
             transport: status.transport,
+            decoder: DecoderInfo {
+                setting: settings.map(|s| s.decoder.as_str()),
+                in_use: status.decoder_in_use.as_ref().map(|d| d.name.clone()),
+                hardware: status.decoder_in_use.as_ref().is_some_and(|d| d.hardware),
+                fallback: status
+                    .decoder_fallback
+                    .as_deref()
+                    .map(|f| secrets.redact(f)),
+            },
             input: resolution(input),
             output: sizes.first().and_then(|s| s.output),
             fps: (status.fps * 10.0).round() / 10.0,

@@ -16,8 +16,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
+use crate::pipeline::Decoder;
 use crate::redact::{Redactor, redact_text};
 use crate::source::{self, Attempt, PipelinePlan, PipelineText, RenderOptions, Source, Transport};
+use crate::tls::TlsConfig;
 
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "camstream.toml";
@@ -299,6 +301,13 @@ pub struct ServerConfig {
     /// included, so they are as good as a shell account.
     #[serde(default)]
     pub api_pipelines: bool,
+    /// `[server.tls]`: serve HTTPS and HTTP/2 on `listen` (docs/tls.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// A second, plain-HTTP address that only redirects to HTTPS (and
+    /// serves /healthz); needs `[server.tls]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
 }
 
 fn default_header_timeout_s() -> f64 {
@@ -364,6 +373,14 @@ impl ServerConfig {
                     "[server] {key} = 0 would refuse every connection: use 1 or more"
                 ));
             }
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
+        if self.http_listen.is_some() && self.tls.is_none() {
+            return Err(
+                "[server] http_listen redirects to HTTPS, which needs [server.tls]: configure it, or leave http_listen out".into(),
+            );
         }
         Ok(())
     }
@@ -437,6 +454,8 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             api_pipelines: false,
+            tls: None,
+            http_listen: None,
         }
     }
 }
@@ -462,6 +481,7 @@ pub struct Defaults {
     /// Sizes every camera offers; a camera's own `sizes` add to these or
     /// replace them by name.
     pub sizes: Option<SizesConfig>,
+    pub decoder: Option<Decoder>,
 }
 
 /// One `[[cameras]]` entry, as written.
@@ -504,6 +524,10 @@ pub struct CameraConfig {
     /// Sizes a viewer can ask for with `?size=NAME`, besides the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sizes: Option<SizesConfig>,
+    /// Which decoders decodebin may plug: auto, software, or a hardware
+    /// family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<Decoder>,
     /// A gst-launch override, inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
@@ -538,6 +562,8 @@ pub struct CameraSettings {
     pub tls_verify: bool,
     /// The sizes besides the default one (`scale`, `quality`), by name.
     pub sizes: Vec<Size>,
+    /// Which decoders decodebin may plug.
+    pub decoder: Decoder,
     /// The override's text and where it came from.
     pub pipeline: Option<PipelineOverride>,
 }
@@ -558,6 +584,7 @@ impl CameraSettings {
             max_fps: self.max_fps,
             mjpeg_lowres: self.mjpeg_lowres,
             tls_verify: self.tls_verify,
+            decoder: self.decoder,
             attempt: Attempt::default(),
         }
     }
@@ -645,6 +672,7 @@ impl CameraConfig {
             first_frame_timeout_s: None,
             tls_verify: None,
             sizes: None,
+            decoder: None,
             pipeline: None,
             pipeline_file: None,
         }
@@ -808,6 +836,7 @@ impl CameraConfig {
             first_frame_timeout: Duration::from_secs_f64(first_frame_timeout_s.clamp(1.0, 600.0)),
             tls_verify: self.tls_verify.or(defaults.tls_verify).unwrap_or(true),
             sizes,
+            decoder: self.decoder.or(defaults.decoder).unwrap_or_default(),
             pipeline,
         };
         // Render now, so a template that cannot be filled in for this source
@@ -836,7 +865,11 @@ fn resolve_sizes(
     problems: &mut Vec<String>,
 ) -> Vec<Size> {
     let mut merged: SizesConfig = defaults.cloned().unwrap_or_default();
-    merged.extend(own.into_iter().flatten().map(|(n, s)| (n.clone(), s.clone())));
+    merged.extend(
+        own.into_iter()
+            .flatten()
+            .map(|(n, s)| (n.clone(), s.clone())),
+    );
     if merged.len() > MAX_SIZES {
         problems.push(format!(
             "sizes: {} sizes (with those of [defaults]) is more than {MAX_SIZES}: each watched \
@@ -1050,6 +1083,9 @@ impl Config {
         server.pipelines_dir = Some(pipelines_dir.clone());
         if let Some(listen) = overrides.listen {
             server.listen = listen;
+        }
+        if let Some(tls) = &mut server.tls {
+            tls.resolve(&base);
         }
         if let Some(auth) = &server.auth
             && let Err(message) = crate::auth::Authenticator::new(auth)

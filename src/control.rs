@@ -22,6 +22,7 @@ use crate::config_edit::{self, EditError};
 use crate::http::access::Security;
 use crate::redact::{KnownSecrets, redact_text};
 use crate::registry::Cameras;
+use crate::tls::Tls;
 
 /// Why a change through the API was refused or failed. Messages are
 /// redacted.
@@ -76,6 +77,8 @@ pub struct Control {
     /// The auth settings last applied, so their warnings are logged when
     /// they change rather than on every API edit.
     applied_auth: std::sync::Mutex<Option<Option<crate::auth::AuthConfig>>>,
+    /// The HTTPS certificate, re-read by every apply (set once at start).
+    tls: std::sync::OnceLock<Arc<Tls>>,
     /// The secrets of every configuration applied, for the log writer and
     /// the HTTP responses.
     secrets: KnownSecrets,
@@ -100,7 +103,13 @@ impl Control {
             security: RwLock::new(Arc::new(security)),
             applied_auth: std::sync::Mutex::new(None),
             secrets,
+            tls: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The server's TLS, so reloads re-read its certificate.
+    pub fn set_tls(&self, tls: Arc<Tls>) {
+        let _ = self.tls.set(tls);
     }
 
     /// The secrets of every configuration applied so far.
@@ -146,6 +155,15 @@ impl Control {
             }
         }
         *self.security.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(security);
+        if let Some(tls) = self.tls.get() {
+            // New handshakes get the new certificate; open connections
+            // keep theirs. A bad one is reported and the old one kept.
+            match tls.reload(&config.server) {
+                Ok(true) => tls.log("TLS certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => warn!("TLS certificate not reloaded, keeping the one being served: {e}"),
+            }
+        }
         for problem in &config.problems {
             warn!("{problem}");
         }

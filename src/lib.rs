@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod redact;
 pub mod registry;
 pub mod source;
+pub mod tls;
 
 pub use app::App;
 pub use config::Config;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use camstream::App;
+use camstream::cmds::cert::CertArgs;
 use camstream::cmds::check::CheckArgs;
 use camstream::cmds::healthcheck::HealthcheckArgs;
 use camstream::cmds::probe::ProbeArgs;
@@ -27,6 +28,7 @@ Examples:
   camstream probe 0 --pipeline-file v4l2-mjpeg.pipeline
                                       the same for /dev/video0 through the MJPEG template
   camstream hash-password             prompt for a password, print its password_hash line
+  camstream cert --config cams.toml   print the HTTPS certificate's fingerprint and files
   CAMSTREAM_LISTEN=127.0.0.1:9000 camstream
                                       every option has an environment variable, for containers";
 
@@ -63,6 +65,10 @@ enum Command {
     /// input) and print the argon2 hash to store as password_hash in
     /// [[server.auth.users]]
     HashPassword,
+    /// Print the HTTPS certificate's files, SHA-256 fingerprint and
+    /// public-key pin (making the self-signed one first if it does not
+    /// exist yet)
+    Cert(CertArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +90,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => cmds::probe::run(&args, &secrets, &mut out).map(|()| true),
         Command::Healthcheck(args) => cmds::healthcheck::run(&args, &mut out).map(|()| true),
         Command::HashPassword => cmds::hash_password::run(&mut out).map(|()| true),
+        Command::Cert(args) => cmds::cert::run(&args, &mut out).map(|()| true),
     };
     let _ = out.flush();
     match result {

@@ -85,7 +85,7 @@ source = "test:ball?width=640&height=360&fps=15"
         .env("CAMSTREAM_PIPELINES_DIR", pipelines_dir()));
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines.len(), 5, "{stdout}");
     assert!(
         lines[0].starts_with("ok: good.toml:2: camera \"1\" (Gate): rtsp://admin:***@192.0.2.10"),
         "{stdout}"
@@ -96,7 +96,12 @@ source = "test:ball?width=640&height=360&fps=15"
         "{stdout}"
     );
     assert!(lines[2].starts_with("ok: good.toml:12: camera \"pattern\""));
-    assert_eq!(lines[3], "good.toml: 3 camera(s), 0 error(s), 0 warning(s)");
+    // Then the hardware decoders this machine has: none here, said so.
+    assert!(
+        lines[3].starts_with("ok: no hardware video decoder is available here"),
+        "{stdout}"
+    );
+    assert_eq!(lines[4], "good.toml: 3 camera(s), 0 error(s), 0 warning(s)");
     assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
 }
 

@@ -202,6 +202,22 @@ fn a_transport_the_url_scheme_contradicts() {
 }
 
 #[test]
+fn a_decoder_that_is_no_family() {
+    let err =
+        camera_error("[[cameras]]\nid = \"a\"\nsource = \"rtsp://cam/x\"\ndecoder = \"cuda\"\n");
+    assert!(
+        err.contains("errors.toml:1")
+            && err.contains(
+                "unknown variant `cuda`, expected one of `auto`, `software`, `vaapi`, `v4l2`, `nvidia`"
+            ),
+        "{err}"
+    );
+    // In [defaults], the whole file is refused.
+    let err = parse("[defaults]\ndecoder = \"gpu\"\n").unwrap_err();
+    assert!(err.contains("unknown variant `gpu`"), "{err}");
+}
+
+#[test]
 fn pipeline_files_missing_or_outside_the_directory() {
     let err =
         camera_error("[[cameras]]\nid = \"a\"\nsource = 0\npipeline_file = \"nope.pipeline\"\n");

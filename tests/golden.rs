@@ -212,6 +212,7 @@ fn settings(body: &str) -> (camstream::config::CameraSettings, Attempt) {
             .contains("# attempt: udp")
             .then_some(LowerTransport::Udp),
         snapshots: body.contains("# attempt: snapshots"),
+        software_decoding: false,
     };
     let text = format!("[[cameras]]\nid = \"golden\"\n{body}\n");
     // The config "lives" in the repo root, so pipeline_file resolves in
@@ -273,7 +274,9 @@ fn built_graphs_match_golden_files() {
         let expected = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
         if expected != graph {
-            mismatches.push(format!("{name}:\n--- expected\n{expected}--- built\n{graph}"));
+            mismatches.push(format!(
+                "{name}:\n--- expected\n{expected}--- built\n{graph}"
+            ));
         }
     }
     assert!(

@@ -232,3 +232,34 @@ async fn viewer_limits_refuse_with_503_and_harm_no_one() {
     again.next_part_timeout(PART_TIMEOUT).await.unwrap();
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_joined_mid_gop_shows_no_smeared_frames() {
+    // Two cameras on one RTSP media: the second joins a stream that is
+    // already running, between key frames (one a second), so its decoder
+    // first sees frames whose references it never had. FFmpeg conceals
+    // them as grey smears; camstream must not show them.
+    let rtsp = RtspServer::start(white_camera()).unwrap();
+    let app = app::start(&format!(
+        "[[cameras]]\nid = \"first\"\nsource = \"{url}\"\nalways_on = true\n\
+         [[cameras]]\nid = \"late\"\nsource = \"{url}\"\n",
+        url = rtsp.url()
+    ))
+    .await;
+    wait_for_camera(&app, "first", Duration::from_secs(15), "streaming", |c| {
+        c["state"] == "streaming"
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut stream = MjpegStream::connect(&format!("{}/api/cameras/late/stream.mjpeg", base(&app)))
+        .await
+        .unwrap();
+    for n in 0..5 {
+        let part = stream.next_part_timeout(PART_TIMEOUT).await.unwrap();
+        let luma = mean_luma(&decode_jpeg(&part.body).unwrap());
+        assert!(luma > 200.0, "frame {n} is smeared: mean luma {luma}");
+    }
+    app.shutdown().await;
+    rtsp.stop();
+}

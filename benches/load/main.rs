@@ -13,6 +13,8 @@
 //! Run without `--bench` (as `cargo test --all-targets` does), it only
 //! checks its own stamp codec through real GStreamer, in a second.
 
+#[path = "../../tests/common/nginx.rs"]
+mod nginx;
 mod proc;
 mod source;
 mod stamp;
@@ -113,7 +115,20 @@ enum Run {
     },
     Camstream {
         cams: Vec<Cam>,
+        front: Front,
     },
+}
+
+/// How viewers reach camstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Front {
+    /// Plain HTTP/1.1.
+    Http,
+    /// camstream's own HTTPS, HTTP/2 (one TLS connection per viewer).
+    H2,
+    /// nginx (deploy/nginx/camstream.conf) terminating TLS and HTTP/2,
+    /// camstream behind it on plain HTTP.
+    Nginx,
 }
 
 #[derive(Clone, Debug)]
@@ -143,6 +158,8 @@ struct Row {
     errors: usize,
     first_error: Option<String>,
     client_cpu: Option<f64>,
+    /// nginx's CPU, for scenarios with it in front.
+    proxy_cpu: Option<f64>,
     parse_us: Option<f64>,
     decode_us: Option<f64>,
     lag_p95: Option<f64>,
@@ -274,8 +291,9 @@ fn scenarios(rtsp: &RtspSource, mjpeg: &MjpegSource) -> Vec<Scenario> {
         query,
         expect_fps: fps,
     };
-    let one = |viewers| Run::Camstream {
+    let one = |viewers, front| Run::Camstream {
         cams: vec![cam(&h1080, "", viewers, "", f64::from(FPS))],
+        front,
     };
     let mut list = vec![
         Scenario {
@@ -306,17 +324,40 @@ fn scenarios(rtsp: &RtspSource, mjpeg: &MjpegSource) -> Vec<Scenario> {
         list.push(Scenario {
             name,
             about: "camstream, 1 camera 1080p30 H.264, N viewers",
-            run: one(viewers),
+            run: one(viewers, Front::Http),
             floor: Some("floor-1080"),
             quick,
         });
     }
+    // The same over HTTPS and HTTP/2; the report sets their CPU beside
+    // the plain-HTTP scenario of the same name without -h2.
+    for (name, viewers, quick) in [
+        ("c1-v1-h2", 1, true),
+        ("c1-v100-h2", 100, true),
+        ("c1-v500-h2", 500, false),
+    ] {
+        list.push(Scenario {
+            name,
+            about: "camstream over HTTPS and HTTP/2 (rustls), 1 camera 1080p30, N viewers, a TLS connection each",
+            run: one(viewers, Front::H2),
+            floor: Some("floor-1080"),
+            quick,
+        });
+    }
+    list.push(Scenario {
+        name: "c1-v1-nginx",
+        about: "1 viewer over HTTPS and HTTP/2 through nginx (deploy/nginx/camstream.conf) to camstream on plain HTTP",
+        run: one(1, Front::Nginx),
+        floor: Some("floor-1080"),
+        quick: true,
+    });
     list.extend([
         Scenario {
             name: "c1-v100-fps5",
             about: "100 viewers each capped with ?fps=5: the cap must cost no extra encode",
             run: Run::Camstream {
                 cams: vec![cam(&h1080, "", 100, "?fps=5", 5.0)],
+                front: Front::Http,
             },
             floor: Some("floor-1080"),
             quick: true,
@@ -326,6 +367,7 @@ fn scenarios(rtsp: &RtspSource, mjpeg: &MjpegSource) -> Vec<Scenario> {
             about: "max_fps = 10: frames over the cap are dropped before scale and encode",
             run: Run::Camstream {
                 cams: vec![cam(&h1080, "max_fps = 10\n", 1, "", 10.0)],
+                front: Front::Http,
             },
             floor: Some("floor-1080"),
             quick: true,
@@ -344,6 +386,7 @@ fn scenarios(rtsp: &RtspSource, mjpeg: &MjpegSource) -> Vec<Scenario> {
             about: "camstream, 4 cameras 720p30 H.264, 1 viewer each",
             run: Run::Camstream {
                 cams: vec![cam(&h720, "", 1, "", f64::from(FPS)); 4],
+                front: Front::Http,
             },
             floor: Some("floor-720x4"),
             quick: true,
@@ -368,6 +411,7 @@ fn scenarios(rtsp: &RtspSource, mjpeg: &MjpegSource) -> Vec<Scenario> {
                     "",
                     f64::from(FPS),
                 )],
+                front: Front::Http,
             },
             floor: Some("floor-mjpeg"),
             quick: true,
@@ -383,6 +427,7 @@ fn scenarios(rtsp: &RtspSource, mjpeg: &MjpegSource) -> Vec<Scenario> {
                     "",
                     f64::from(FPS),
                 )],
+                front: Front::Http,
             },
             floor: Some("floor-mjpeg"),
             quick: true,
@@ -464,9 +509,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 )
                 .await
             }
-            Run::Camstream { cams } => {
+            Run::Camstream { cams, front } => {
                 run_camstream(
-                    scenario, cams, &camstream, &mjpeg, warmup, window, &out_dir, epoch,
+                    scenario, cams, *front, &camstream, &mjpeg, warmup, window, &out_dir, epoch,
                 )
                 .await
             }
@@ -787,6 +832,7 @@ fn free_port() -> anyhow::Result<u16> {
 async fn run_camstream(
     scenario: &Scenario,
     cams: &[Cam],
+    front: Front,
     binary: &Path,
     mjpeg: &MjpegSource,
     warmup: Duration,
@@ -794,8 +840,13 @@ async fn run_camstream(
     out_dir: &Path,
     epoch: Instant,
 ) -> anyhow::Result<Row> {
-    let mut config = String::from(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[defaults]\n# Running before the first viewer, so the memory baseline is a\n# running pipeline with no viewers.\nalways_on = true\n",
+    let mut config = String::from("[server]\nlisten = \"127.0.0.1:0\"\n");
+    if front == Front::H2 {
+        // Made once in target/bench/ and reused by later runs.
+        config.push_str("[server.tls]\nself_signed = true\n");
+    }
+    config.push_str(
+        "\n[defaults]\n# Running before the first viewer, so the memory baseline is a\n# running pipeline with no viewers.\nalways_on = true\n",
     );
     for (i, cam) in cams.iter().enumerate() {
         config.push_str(&format!("\n[[cameras]]\nid = \"c{i}\"\n{}", cam.toml));
@@ -822,8 +873,9 @@ async fn run_camstream(
         &out_dir.join(format!("{}.log", scenario.name)),
         move |line| {
             if let Some(addr) = line
-                .split("listening on http://")
+                .split("listening on http")
                 .nth(1)
+                .and_then(|rest| rest.split("://").nth(1))
                 .and_then(|rest| rest.split('/').next())
                 .and_then(|a| a.parse().ok())
             {
@@ -844,11 +896,21 @@ async fn run_camstream(
                 scenario.name
             )
         })?;
-    let api = reqwest::Client::builder().no_proxy().build()?;
-    let cameras_url = format!("http://{addr}/api/cameras");
+    // Over HTTPS the benchmark trusts exactly the certificate camstream
+    // made (as `camstream healthcheck` does).
+    let tls = match front {
+        Front::H2 => Some(camstream::tls::pinned_client_config(
+            &out_dir.join(camstream::tls::SELF_SIGNED_CERT),
+        )?),
+        Front::Http | Front::Nginx => None,
+    };
+    let api = Api {
+        addr,
+        tls: tls.clone().map(Arc::new),
+    };
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        let info: serde_json::Value = api.get(&cameras_url).send().await?.json().await?;
+        let info = api.get("/api/cameras").await?;
         let all_streaming = info
             .as_array()
             .is_some_and(|a| a.len() == cams.len() && a.iter().all(|c| c["state"] == "streaming"));
@@ -863,6 +925,20 @@ async fn run_camstream(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = proc::status_kib(pid, "VmRSS").unwrap_or(0);
 
+    // What the viewers connect to, and how.
+    let nginx = match front {
+        Front::Nginx => Some(start_nginx(out_dir, addr)?),
+        _ => None,
+    };
+    let (viewer_addr, viewer_tls) = match (&nginx, tls) {
+        (Some((nginx, tls)), _) => (nginx.addr(), Some(Arc::clone(tls))),
+        (None, Some(mut tls)) => {
+            tls.alpn_protocols = vec![b"h2".to_vec()];
+            (addr, Some(Arc::new(tls)))
+        }
+        (None, None) => (addr, None),
+    };
+
     // Viewers.
     let total_viewers: usize = cams.iter().map(|c| c.viewers).sum();
     let total_fps: f64 = cams.iter().map(|c| c.viewers as f64 * c.expect_fps).sum();
@@ -874,9 +950,14 @@ async fn run_camstream(
     for (i, cam) in cams.iter().enumerate() {
         for _ in 0..cam.viewers {
             let s = Arc::new(ViewerStats::default());
-            let target = Target::Http {
-                addr,
-                path: format!("/api/cameras/c{i}/stream.mjpeg{}", cam.query),
+            let path = format!("/api/cameras/c{i}/stream.mjpeg{}", cam.query);
+            let target = match &viewer_tls {
+                Some(tls) => Target::H2 {
+                    addr: viewer_addr,
+                    path,
+                    tls: Arc::clone(tls),
+                },
+                None => Target::Http { addr, path },
             };
             let phase = stats.len() as u64;
             tasks.push(tokio::spawn(viewer::run(
@@ -913,9 +994,13 @@ async fn run_camstream(
             .map(|a| a.iter().filter_map(|c| c["frames_out"].as_u64()).sum())
             .unwrap_or(0)
     };
-    let encoded_start = frames_out(&api.get(&cameras_url).send().await?.json().await?);
+    let encoded_start = frames_out(&api.get("/api/cameras").await?);
     let client_start = client_cpu();
     let cpu = proc::CpuWindow::start(pid).context("camstream exited")?;
+    let proxy_cpu = match &nginx {
+        Some((nginx, _)) => Some(proc::CpuWindow::start(nginx.pid()).context("nginx exited")?),
+        None => None,
+    };
     let start: Vec<(u64, u64)> = stats
         .iter()
         .map(|s| {
@@ -939,12 +1024,16 @@ async fn run_camstream(
     let cpu = cpu
         .percent()
         .context("camstream exited during the window")?;
+    let proxy_cpu = match proxy_cpu {
+        Some(window) => Some(window.percent().context("nginx exited during the window")?),
+        None => None,
+    };
     let secs = started.elapsed().as_secs_f64();
     let window_end = shared.now_ms();
     let client = (client_cpu() - client_start).as_secs_f64() / secs * 100.0;
     let rss_after = proc::status_kib(pid, "VmRSS").unwrap_or(0);
     let peak = proc::status_kib(pid, "VmHWM").unwrap_or(0);
-    let encoded_end = frames_out(&api.get(&cameras_url).send().await?.json().await?);
+    let encoded_end = frames_out(&api.get("/api/cameras").await?);
     let mut fps: Vec<f64> = stats
         .iter()
         .zip(&start)
@@ -1004,6 +1093,7 @@ async fn run_camstream(
         errors: errors.len(),
         first_error: errors.first().cloned(),
         client_cpu: Some(client),
+        proxy_cpu,
         parse_us: (frames > 0).then(|| parse_ns as f64 / frames as f64 / 1000.0),
         decode_us: (decoded > 0).then(|| decode_ns as f64 / decoded as f64 / 1000.0),
         lag_p95,
@@ -1011,8 +1101,77 @@ async fn run_camstream(
         dropped: shared.dropped_samples.load(Ordering::Relaxed),
     };
     // Stopping a child waits for it to exit: off the async workers.
-    tokio::task::spawn_blocking(move || drop(child)).await?;
+    tokio::task::spawn_blocking(move || drop((child, nginx))).await?;
     Ok(row)
+}
+
+/// nginx with the shipped configuration in front of camstream at
+/// `upstream`, with a certificate made for loopback; and client settings
+/// that trust exactly that certificate, offering h2.
+fn start_nginx(
+    out_dir: &Path,
+    upstream: SocketAddr,
+) -> anyhow::Result<(nginx::Nginx, Arc<rustls::ClientConfig>)> {
+    let dir = out_dir.join("nginx");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) =
+        camstream::tls::make_self_signed(&["127.0.0.1".to_string(), "localhost".to_string()])?;
+    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert_path, cert)?;
+    std::fs::write(&key_path, key)?;
+    let nginx = nginx::Nginx::start(&dir, upstream, &cert_path, &key_path)?;
+    let mut tls = camstream::tls::pinned_client_config(&cert_path)?;
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    Ok((nginx, Arc::new(tls)))
+}
+
+/// camstream's JSON API, over HTTP or HTTPS (HTTP/1.1, a connection per
+/// request).
+struct Api {
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Api {
+    async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        let body = match &self.tls {
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
+                let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+                    .connect(name, tcp)
+                    .await?;
+                fetch(stream, self.addr, path).await?
+            }
+            None => fetch(tcp, self.addr, path).await?,
+        };
+        serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON"))
+    }
+}
+
+async fn fetch<IO>(io: IO, addr: SocketAddr, path: &str) -> anyhow::Result<bytes::Bytes>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt as _;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Empty<bytes::Bytes>,
+    >(hyper_util::rt::TokioIo::new(io))
+    .await?;
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(http_body_util::Empty::new())?;
+    let body = sender
+        .send_request(request)
+        .await?
+        .into_body()
+        .collect()
+        .await?;
+    connection.abort();
+    Ok(body.to_bytes())
 }
 
 /// CPU time of the benchmark's viewers: their runtime's threads and the
@@ -1065,6 +1224,9 @@ fn summary(row: &Row) -> String {
             ", latency p50/p95/max {p50:.0}/{p95:.0}/{max:.0} ms ({n} samples)"
         ));
     }
+    if let Some(proxy) = row.proxy_cpu {
+        s.push_str(&format!(", nginx cpu {proxy:.1}%"));
+    }
     if row.errors > 0 {
         s.push_str(&format!(
             ", {} errors: {}",
@@ -1073,6 +1235,52 @@ fn summary(row: &Row) -> String {
         ));
     }
     s
+}
+
+/// HTTPS and HTTP/2 against plain HTTP with the same viewers, and the
+/// latency through nginx against direct.
+fn tls_report(rows: &[Row]) -> String {
+    let find = |name: &str| rows.iter().find(|r| r.name == name && r.errors == 0);
+    let mut out = String::new();
+    let pairs: Vec<(&Row, &Row)> = rows
+        .iter()
+        .filter_map(|r| {
+            let plain = r.name.strip_suffix("-h2")?;
+            Some((find(plain)?, find(&r.name)?))
+        })
+        .collect();
+    if !pairs.is_empty() {
+        out.push_str(
+            "\nHTTPS and HTTP/2 (camstream's own rustls, a TLS connection per viewer) against plain HTTP/1.1:\n\n\
+             | viewers | HTTP CPU % | HTTPS/h2 CPU % | HTTPS/h2 / HTTP | added by TLS, % of the HTTP cost |\n\
+             |---|---|---|---|---|\n",
+        );
+        for (plain, tls) in pairs {
+            out.push_str(&format!(
+                "| {} | {:.1} | {:.1} | {:.2} | {:+.0} % |\n",
+                plain.viewers,
+                plain.cpu,
+                tls.cpu,
+                tls.cpu / plain.cpu,
+                (tls.cpu / plain.cpu - 1.0) * 100.0
+            ));
+        }
+    }
+    if let (Some(direct), Some(proxied)) = (find("c1-v1"), find("c1-v1-nginx")) {
+        let lat = |r: &Row| {
+            r.latency.map_or_else(
+                || "-".into(),
+                |(p50, p95, max, _)| format!("{p50:.0} / {p95:.0} / {max:.0} ms"),
+            )
+        };
+        out.push_str(&format!(
+            "\nLatency p50 / p95 / max, 1 viewer: direct over HTTP {}; through nginx over HTTPS and HTTP/2 {} (nginx CPU {} %)\n",
+            lat(direct),
+            lat(proxied),
+            opt(proxied.proxy_cpu, 1)
+        ));
+    }
+    out
 }
 
 fn report(rows: &[Row], host: &str, warmup: Duration, window: Duration, quick: bool) -> String {
@@ -1126,6 +1334,7 @@ fn report(rows: &[Row], host: &str, warmup: Duration, window: Duration, quick: b
             marginal.join("; ")
         ));
     }
+    out.push_str(&tls_report(rows));
     out.push_str(
         "\nThe viewers' own overhead (client side, in the benchmark process):\n\n\
          | scenario | client CPU % | parse us/frame | stamp decode us/sample | client loop lag p95 ms | stamp misreads | samples dropped |\n\

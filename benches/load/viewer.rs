@@ -36,6 +36,13 @@ pub enum Target {
     /// A bare multipart stream on a TCP socket (gst `multipartmux !
     /// tcpserversink`, the latency floor).
     Tcp { addr: SocketAddr },
+    /// An MJPEG stream over HTTPS and HTTP/2, one TLS connection per
+    /// viewer (camstream's own TLS, or nginx in front of it).
+    H2 {
+        addr: SocketAddr,
+        path: String,
+        tls: Arc<rustls::ClientConfig>,
+    },
 }
 
 /// One viewer's counters, read by the orchestrator.
@@ -340,6 +347,9 @@ async fn view(
     phase: u64,
 ) -> anyhow::Result<()> {
     let addr = match target {
+        Target::H2 { addr, path, tls } => {
+            return view_h2(*addr, path, tls, stats, shared, sample_every, phase).await;
+        }
         Target::Http { addr, .. } | Target::Tcp { addr } => *addr,
     };
     let mut socket = TcpStream::connect(addr).await.context("connect")?;
@@ -347,7 +357,7 @@ async fn view(
     let mut buf = vec![0u8; READ_BUF];
     let mut filled = 0;
     let mut parser = match target {
-        Target::Tcp { .. } => Parser::new(false, sample_every, phase),
+        Target::Tcp { .. } | Target::H2 { .. } => Parser::new(false, sample_every, phase),
         Target::Http { path, .. } => {
             let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
             socket.write_all(request.as_bytes()).await?;
@@ -400,6 +410,62 @@ async fn view(
         }
         feed(&mut parser, &buf[..n], received_ms, stats, shared)?;
     }
+}
+
+/// Chromium's receive windows (6 MB a stream, 15 MB the connection): what
+/// a browser viewer gives the server to send into.
+const H2_STREAM_WINDOW: u32 = 6 * 1024 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 15 * 1024 * 1024;
+
+/// One viewer over HTTPS and HTTP/2: TLS handshake (ALPN h2), one stream,
+/// the body's data frames fed to the same parser.
+async fn view_h2(
+    addr: SocketAddr,
+    path: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    stats: &ViewerStats,
+    shared: &Shared,
+    sample_every: u64,
+    phase: u64,
+) -> anyhow::Result<()> {
+    let socket = TcpStream::connect(addr).await.context("connect")?;
+    socket.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let socket = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+        .connect(name, socket)
+        .await
+        .context("TLS handshake")?;
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .handshake::<_, bytes::Bytes>(socket)
+        .await
+        .context("HTTP/2 handshake")?;
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get(format!("https://{addr}{path}")).body(())?;
+    let (response, _) = client.ready().await?.send_request(request, true)?;
+    let response = response.await?;
+    if response.status() != 200 {
+        bail!("HTTP {}", response.status());
+    }
+    let mut body = response.into_body();
+    let mut parser = Parser::new(false, sample_every, phase);
+    let result = loop {
+        let Some(chunk) = body.data().await else {
+            break Err(anyhow!("the server ended the stream"));
+        };
+        let received_ms = shared.now_ms();
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => break Err(e.into()),
+        };
+        let _ = body.flow_control().release_capacity(chunk.len());
+        if let Err(e) = feed(&mut parser, &chunk, received_ms, stats, shared) {
+            break Err(e);
+        }
+    };
+    connection.abort();
+    result
 }
 
 fn feed(

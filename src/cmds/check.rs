@@ -114,6 +114,33 @@ pub fn check(config: &Config) -> Vec<Finding> {
             message: problem.clone(),
         })
         .collect();
+    if let Some(tls) = &config.server.tls {
+        let (level, message) = match crate::tls::inspect(tls) {
+            Ok(Some(info)) => (
+                Level::Ok,
+                format!(
+                    "HTTPS certificate {}: valid until {}, SHA-256 fingerprint {}",
+                    info.cert_path.display(),
+                    info.not_after,
+                    info.fingerprint
+                ),
+            ),
+            Ok(None) => (
+                Level::Ok,
+                format!(
+                    "HTTPS: a self-signed certificate will be made at start in {}",
+                    tls.files().0.display()
+                ),
+            ),
+            Err(e) => (Level::Error, e.to_string()),
+        };
+        findings.push(Finding {
+            level,
+            location: config.path.as_ref().map(|p| p.display().to_string()),
+            camera: None,
+            message,
+        });
+    }
     let demo;
     let cameras = if config.cameras.is_empty() {
         findings.push(Finding {
@@ -130,7 +157,50 @@ pub fn check(config: &Config) -> Vec<Finding> {
     for entry in cameras {
         check_camera(entry, &mut findings);
     }
+    findings.extend(hardware_decoders());
     findings
+}
+
+/// The hardware decoders installed here, each opened once to see that it
+/// works; where there is none, why VA-API has none if its plugin is here.
+fn hardware_decoders() -> Vec<Finding> {
+    let finding = |level, message| Finding {
+        level,
+        location: None,
+        camera: None,
+        message,
+    };
+    let (decoders, va_problem) = pipeline::hardware_decoders();
+    if decoders.is_empty() {
+        let why = va_problem.map(|p| format!("; {p}")).unwrap_or_default();
+        return vec![finding(
+            Level::Ok,
+            format!("no hardware video decoder is available here: cameras decode in software{why}"),
+        )];
+    }
+    decoders
+        .into_iter()
+        .map(|d| {
+            let what = format!(
+                "hardware decoder {} ({}; {})",
+                d.name,
+                d.family.name(),
+                d.codecs
+            );
+            match d.opens {
+                Ok(()) => finding(Level::Ok, format!("{what}: opens")),
+                // A warning: cameras fall back by themselves.
+                Err(reason) => finding(
+                    Level::Warning,
+                    format!(
+                        "{what} cannot be opened: {reason}: cameras decode in software instead (a \
+                         container needs the device and its group: docs/docker.md, Hardware \
+                         decoding)"
+                    ),
+                ),
+            }
+        })
+        .collect()
 }
 
 fn check_camera(entry: &CameraEntry, findings: &mut Vec<Finding>) {
@@ -173,6 +243,7 @@ fn check_camera(entry: &CameraEntry, findings: &mut Vec<Finding>) {
         .warnings
         .into_iter()
         .chain(absent_source(settings))
+        .chain(unusable_decoder(settings, &plan.description))
         .collect();
     if found.errors.is_empty() && warnings.is_empty() {
         return finding(Level::Ok, describe(settings));
@@ -203,6 +274,27 @@ fn absent_source(settings: &CameraSettings) -> Option<String> {
     }
 }
 
+/// A `decoder` family the camera cannot use: none of its decoders is
+/// installed (the camera decodes in software), or the pipeline has no
+/// decodebin whose choice it could steer.
+fn unusable_decoder(settings: &CameraSettings, description: &str) -> Option<String> {
+    let setting = settings.decoder;
+    let family = setting.family()?;
+    if !description.contains("decodebin") {
+        return Some(format!(
+            "decoder = \"{setting}\" has no effect: this camera's pipeline has no decodebin, and \
+             camstream chooses only what decodebin plugs (a template names its decoder itself)"
+        ));
+    }
+    (!pipeline::family_installed(family)).then(|| {
+        format!(
+            "decoder = \"{setting}\", but no {} decoder is installed here: the camera decodes in \
+             software (camstream check lists the hardware decoders it finds)",
+            family.name()
+        )
+    })
+}
+
 /// "rtsp://admin:***@host/path via rtsp-h264.pipeline: ...".
 fn describe(settings: &CameraSettings) -> String {
     let via = match (&settings.source, &settings.pipeline) {
@@ -220,13 +312,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_decoder_family_without_decodebin_has_no_effect() {
+        crate::pipeline::init().unwrap();
+        let text = "[[cameras]]\nid = \"raw\"\nsource = \"videotestsrc ! video/x-raw\"\n\
+                    decoder = \"v4l2\"\n\n\
+                    [[cameras]]\nid = \"soft\"\nsource = \"rtsp://192.0.2.1/x\"\n\
+                    decoder = \"software\"\n";
+        let config = Config::parse(text, Some(Path::new("cams.toml"))).unwrap();
+        let lines: Vec<String> = check(&config).iter().map(ToString::to_string).collect();
+        assert!(
+            lines[0].starts_with(
+                "warning: cams.toml:1: camera \"raw\": decoder = \"v4l2\" has no effect"
+            ),
+            "{lines:?}"
+        );
+        // Software needs nothing installed.
+        assert!(
+            lines[1].starts_with("ok: cams.toml:6: camera \"soft\""),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
     fn findings_name_the_camera_and_line() {
         let text = "[[cameras]]\nid = \"good\"\nsource = \"test:\"\n\n\
                     [[cameras]]\nid = \"bad\"\nsource = \"rtsp://u:hunter2@h/x\"\nscale = 3\n\n\
                     [[cameras]]\nid = \"gone\"\nsource = \"videotestsrc ! nosuchelement\"\n";
         let config = Config::parse(text, Some(Path::new("cams.toml"))).unwrap();
         let lines: Vec<String> = check(&config).iter().map(ToString::to_string).collect();
-        assert_eq!(lines.len(), 3, "{lines:?}");
+        // The cameras, then the hardware decoders: none here.
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(
+            lines[3].starts_with("ok: no hardware video decoder is available here"),
+            "{lines:?}"
+        );
         assert!(
             lines[0].starts_with("ok: cams.toml:1: camera \"good\""),
             "{lines:?}"

@@ -1,7 +1,9 @@
 //! `camstream healthcheck`: GET /healthz from a running camstream and exit 0
 //! on 200. The container image's HEALTHCHECK runs it, so the image needs no
 //! curl; it finds the port the same way the server does (config file,
-//! `CAMSTREAM_LISTEN`).
+//! `CAMSTREAM_LISTEN`). With `[server.tls]` it asks over HTTPS and accepts
+//! exactly the certificate in the configured file (it may name a host that
+//! is not the loopback address asked).
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -24,15 +26,21 @@ pub struct HealthcheckArgs {
 
 /// Checks the server the config describes and writes one line to `out`.
 pub fn run(args: &HealthcheckArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let listen = args.serve.load()?.server.listen;
+    let server = args.serve.load()?.server;
+    let listen = server.listen;
     let addr = local_target(listen);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let url = format!("http://{addr}/healthz");
+    let tls = match &server.tls {
+        Some(tls) => Some(crate::tls::pinned_client_config(&tls.files().0)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}/healthz");
     let status = runtime
-        .block_on(async { tokio::time::timeout(args.timeout, get_status(addr)).await })
+        .block_on(async { tokio::time::timeout(args.timeout, get_status(addr, tls)).await })
         .with_context(|| format!("{url}: no answer within {:?}", args.timeout))?
         .with_context(|| format!("{url}: is camstream running and listening on {listen}?"))?;
     if status != hyper::StatusCode::OK {
@@ -53,9 +61,29 @@ pub fn local_target(listen: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, listen.port())
 }
 
-/// The status of `GET /healthz`, over one HTTP/1.1 connection.
-async fn get_status(addr: SocketAddr) -> anyhow::Result<hyper::StatusCode> {
+/// The status of `GET /healthz`, over one HTTP/1.1 connection, over TLS
+/// with `tls`.
+async fn get_status(
+    addr: SocketAddr,
+    tls: Option<rustls::ClientConfig>,
+) -> anyhow::Result<hyper::StatusCode> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
+    match tls {
+        Some(config) => {
+            let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+            let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(name, stream)
+                .await?;
+            request_status(addr, stream).await
+        }
+        None => request_status(addr, stream).await,
+    }
+}
+
+async fn request_status<IO>(addr: SocketAddr, stream: IO) -> anyhow::Result<hyper::StatusCode>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake::<_, String>(TokioIo::new(stream)).await?;
     let connection = tokio::spawn(connection);

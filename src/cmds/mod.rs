@@ -4,6 +4,7 @@
 //! Every option that a container sets has an environment variable, so an
 //! image or a compose file configures camstream without a command line.
 
+pub mod cert;
 pub mod check;
 pub mod hash_password;
 pub mod healthcheck;

@@ -13,7 +13,9 @@ use serde::de::IntoDeserializer;
 
 use super::parse_seconds;
 use crate::config::{CameraConfig, CameraId, DEFAULT_PIPELINES_DIR, Defaults, SourceValue};
-use crate::pipeline::{self, MEASURE_FOR, ProbeError, ProbeReport, TransportFallback};
+use crate::pipeline::{
+    self, DecoderFallback, MEASURE_FOR, ProbeError, ProbeReport, TransportFallback,
+};
 use crate::redact::{KnownSecrets, Redactor, find_secrets};
 use crate::source::{Attempt, HttpMode, LowerTransport, PipelinePlan, Source, Transport};
 
@@ -88,11 +90,14 @@ pub fn run(args: &ProbeArgs, secrets: &KnownSecrets, out: &mut impl Write) -> an
         None,
     );
     let mut snapshots = false;
+    // And as a camera, once a hardware decoder fails: software.
+    let mut decoding = DecoderFallback::default();
     let deadline = Instant::now() + args.timeout;
     let (report, plan) = loop {
         let attempt = Attempt {
             transport: walk.current(),
             snapshots,
+            software_decoding: decoding.software(),
         };
         let plan = settings
             .plan_attempt(attempt)
@@ -109,7 +114,7 @@ pub fn run(args: &ProbeArgs, secrets: &KnownSecrets, out: &mut impl Write) -> an
                 ))));
             }
             Err(ProbeError::Pipeline(error)) => {
-                if let Some(error) = walk.failed(error) {
+                if let Some(error) = decoding.failed(error).and_then(|e| walk.failed(e)) {
                     return Err(anyhow!(redactor.redact(&format!("{shown}: {error}"))));
                 }
             }
@@ -118,6 +123,7 @@ pub fn run(args: &ProbeArgs, secrets: &KnownSecrets, out: &mut impl Write) -> an
     };
     write_transport(&plan, walk.is_fallback(), out)?;
     write_report(&report, plan.managed.then_some(settings.scale), out)?;
+    write_decoder(&report, decoding.reason(), &redactor, out)?;
     if plan.transport.is_some() {
         match report.other_tracks.as_slice() {
             [] => writeln!(out, "audio:       none")?,
@@ -161,6 +167,33 @@ fn write_transport(
         ),
         (None, None) => Ok(()),
     }
+}
+
+/// The video decoder the probe used, and the hardware one that failed
+/// before it, if one did.
+fn write_decoder(
+    report: &ProbeReport,
+    failed: Option<&pipeline::HardwareFailure>,
+    redactor: &Redactor,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let Some(decoder) = &report.decoder else {
+        return Ok(());
+    };
+    let kind = if decoder.hardware {
+        "hardware"
+    } else {
+        "software"
+    };
+    writeln!(out, "decoder:     {} ({kind})", decoder.name)?;
+    if let Some(failure) = failed.or(report.hardware_failure.as_ref()) {
+        writeln!(
+            out,
+            "             after {}; a camera decodes in software from then on",
+            redactor.redact(&failure.to_string())
+        )?;
+    }
+    Ok(())
 }
 
 /// `scale` is None for a whole pipeline, which encodes its own frames.

@@ -141,6 +141,34 @@ pub fn render(state: &AppState) -> warp::reply::Response {
         connections.timed_out(),
     );
     e.family(
+        "camstream_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed, by the protocol ALPN chose (h2 or http/1.1).",
+    );
+    let (h2, http11, failed) = connections.tls_handshakes();
+    e.sample("camstream_tls_handshakes_total", &[("protocol", "h2")], h2);
+    e.sample(
+        "camstream_tls_handshakes_total",
+        &[("protocol", "http/1.1")],
+        http11,
+    );
+    e.family(
+        "camstream_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed or did not finish within the header timeout.",
+    );
+    e.sample("camstream_tls_handshake_failures_total", &[], failed);
+    e.family(
+        "camstream_http2_streams_stalled_total",
+        "counter",
+        "HTTP/2 streams reset because their client read nothing for write_timeout_s.",
+    );
+    e.sample(
+        "camstream_http2_streams_stalled_total",
+        &[],
+        connections.h2_streams_stalled(),
+    );
+    e.family(
         "camstream_failed_login_refusals_total",
         "counter",
         "Requests refused with 429 because their address sent too many wrong credentials.",

@@ -4,8 +4,10 @@
 pub mod access;
 mod api;
 pub mod cors;
+mod http2;
 pub mod metrics;
 pub mod mjpeg;
+mod redirect;
 pub mod server;
 mod ui;
 pub mod ws;
@@ -22,6 +24,7 @@ use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::{Filter, Rejection, Reply};
 
 use access::{Need, Params, Refused, RouteSpec, Router};
+pub use redirect::redirect_routes;
 
 use crate::camera::{Camera, OpenError, SizeError, Viewer};
 use crate::config::CameraId;

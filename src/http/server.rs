@@ -1,6 +1,7 @@
-//! The accept loop: hyper (HTTP/1.1 and HTTP/2) serving the warp routes,
-//! behind a front door that holds on a hostile network, and with graceful
-//! shutdown.
+//! The accept loop: HTTP/1.1 (hyper) and HTTP/2 (camstream's own loop on
+//! the `h2` crate, see http2.rs), over plain TCP or TLS, serving the warp
+//! routes behind a front door that holds on a hostile network, and with
+//! graceful shutdown.
 //!
 //! camstream runs its own loop instead of `warp::serve` because every
 //! connection needs limits that warp does not set, all enforced before a
@@ -9,25 +10,28 @@
 //! - **Connection caps**, in total and per client address, checked right
 //!   after accept: over a cap the socket is closed at once.
 //! - **A header deadline**: a new connection must deliver its first request
-//!   head within `header_timeout_s`. hyper's own `header_read_timeout`
-//!   starts only once hyper-util has read the first bytes (to tell HTTP/1
-//!   from HTTP/2), so a client that sends nothing would never meet it; the
-//!   deadline here runs from accept. On HTTP/1.1, hyper (1.12, read in its
-//!   source: `poll_read_head` arms the timer whenever the connection goes
-//!   idle) applies the same timeout to every later request head, which also
+//!   head within `header_timeout_s` of the accept, whatever comes first: a
+//!   TLS handshake, the bytes that tell HTTP/1 from HTTP/2, or a slow
+//!   request line. On HTTP/1.1, hyper (1.12, read in its source:
+//!   `poll_read_head` arms the timer whenever the connection goes idle)
+//!   applies the same timeout to every later request head, which also
 //!   closes keep-alive connections idle for that long.
 //! - **An idle deadline**: a connection on which no byte moves either way
 //!   for `idle_connection_timeout_s` is closed (HTTP/2, upgraded
 //!   WebSockets, anything hyper's HTTP/1 timer does not cover).
 //! - **A header size cap** ([`MAX_HEADER_BYTES`]).
-//! - **A write timeout**: a viewer whose socket stops draining is dropped.
+//! - **A write timeout**: a viewer whose socket stops draining is dropped;
+//!   on HTTP/2, a stream whose window stays shut is reset on its own.
 //!
-//! The limits wrap any byte stream ([`Guarded`] is generic over
-//! `AsyncRead + AsyncWrite`), so a TLS layer can sit on top of it without
-//! changing them. Shutdown ends every MJPEG response cleanly and then waits
+//! The limits wrap the TCP stream ([`Guarded`] is generic over
+//! `AsyncRead + AsyncWrite`) and TLS sits on top of it, so they hold for
+//! HTTPS unchanged. With TLS, ALPN picks HTTP/2 or HTTP/1.1; without, an
+//! HTTP/2 client must say so with the connection preface (h2c prior
+//! knowledge). Shutdown ends every MJPEG response cleanly and then waits
 //! for connections to finish, boundedly.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -37,17 +41,17 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep, sleep};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use warp::filters::BoxedFilter;
+
+use crate::tls::Tls;
 
 /// How long open connections get to finish after shutdown starts. MJPEG
 /// responses end themselves at once; this bounds a stuck client.
@@ -115,6 +119,10 @@ pub struct Connections {
     refused_total: AtomicU64,
     refused_per_client: AtomicU64,
     timed_out: AtomicU64,
+    tls_h2: AtomicU64,
+    tls_http11: AtomicU64,
+    tls_failed: AtomicU64,
+    pub(super) h2_streams_stalled: AtomicU64,
     /// When a refusal was last logged, and how many since.
     refusal_log: Mutex<(Option<Instant>, u64)>,
 }
@@ -145,6 +153,27 @@ impl Connections {
     /// moved for the idle timeout.
     pub fn timed_out(&self) -> u64 {
         self.timed_out.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes completed, by the protocol ALPN chose: (HTTP/2,
+    /// HTTP/1.1); and handshakes that failed or timed out.
+    pub fn tls_handshakes(&self) -> (u64, u64, u64) {
+        (
+            self.tls_h2.load(Ordering::Relaxed),
+            self.tls_http11.load(Ordering::Relaxed),
+            self.tls_failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// HTTP/2 streams reset because their client stopped reading them for
+    /// the write timeout.
+    pub fn h2_streams_stalled(&self) -> u64 {
+        self.h2_streams_stalled.load(Ordering::Relaxed)
+    }
+
+    fn count_handshake(&self, h2: bool) {
+        let counter = if h2 { &self.tls_h2 } else { &self.tls_http11 };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     fn admit(self: &Arc<Self>, ip: IpAddr, options: &ServerOptions) -> Result<Slot, Refusal> {
@@ -217,28 +246,27 @@ impl Drop for Slot {
 }
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, then waits
-/// (at most [`SHUTDOWN_GRACE`]) for open connections to finish.
+/// (at most [`SHUTDOWN_GRACE`]) for open connections to finish. With
+/// `tls`, every connection is HTTPS: HTTP/2 or HTTP/1.1 as ALPN decides.
 pub async fn serve(
     listener: TcpListener,
     routes: BoxedFilter<(warp::reply::Response,)>,
     shutdown: CancellationToken,
     options: ServerOptions,
     connections: Arc<Connections>,
+    tls: Option<Arc<Tls>>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_timeout)
-        .max_buf_size(MAX_HEADER_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let tasks = TaskTracker::new();
+    let shared = Arc::new(Shared {
+        routes,
+        options,
+        connections,
+        tls,
+        shutdown,
+    });
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shared.shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -250,29 +278,23 @@ pub async fn serve(
                 }
             },
         };
-        let slot = match connections.admit(peer.ip(), &options) {
+        let slot = match shared.connections.admit(peer.ip(), &shared.options) {
             Ok(slot) => slot,
             Err(refusal) => {
                 drop(stream);
-                connections.log_refusal(peer, refusal, &options);
+                shared
+                    .connections
+                    .log_refusal(peer, refusal, &shared.options);
                 continue;
             }
         };
         // Frames are small and latency matters more than packet count.
         let _ = stream.set_nodelay(true);
-        serve_connection(
-            &builder,
-            &graceful,
-            &routes,
-            stream,
-            peer,
-            slot,
-            &options,
-            &connections,
-        );
+        tasks.spawn(serve_connection(Arc::clone(&shared), stream, peer, slot));
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
         .await
         .is_err()
     {
@@ -280,51 +302,185 @@ pub async fn serve(
     }
 }
 
-/// Serves one admitted connection, whatever carries its bytes. A layer
-/// that must talk before HTTP starts (a TLS handshake) has to be bounded
-/// by `options.header_timeout` itself, as the deadlines here start with
-/// this call.
-#[allow(clippy::too_many_arguments)]
-fn serve_connection<IO>(
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-    routes: &BoxedFilter<(warp::reply::Response,)>,
-    io: IO,
-    peer: SocketAddr,
-    slot: Slot,
-    options: &ServerOptions,
-    connections: &Arc<Connections>,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+/// What every connection of one listener shares.
+struct Shared {
+    routes: BoxedFilter<(warp::reply::Response,)>,
+    options: ServerOptions,
+    connections: Arc<Connections>,
+    tls: Option<Arc<Tls>>,
+    shutdown: CancellationToken,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves one admitted connection to its end. The front door's deadlines
+/// ([`Guarded`]) wrap the TCP stream itself, under TLS: they run from
+/// accept, so a TLS handshake is bounded by the header timeout like a
+/// request head, and the write and idle timeouts see the encrypted bytes.
+async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
     let head_seen = Arc::new(AtomicBool::new(false));
-    let io = TokioIo::new(Guarded::new(
-        io,
-        options,
+    let io = Guarded::new(
+        stream,
+        &shared.options,
         Arc::clone(&head_seen),
-        Arc::clone(connections),
-    ));
+        Arc::clone(&shared.connections),
+    );
     let service = Service {
-        inner: TowerToHyperService::new(warp::service(routes.clone())),
+        routes: shared.routes.clone(),
         client: ClientAddr(peer),
         head_seen,
+        tls: shared.tls.clone(),
     };
-    let connection = builder
-        .serve_connection_with_upgrades(io, service)
-        .into_owned();
-    let connection = graceful.watch(connection);
-    let connections = Arc::clone(connections);
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            if e.downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_timeout)
-            {
-                connections.timed_out.fetch_add(1, Ordering::Relaxed);
+    let result = match &shared.tls {
+        Some(tls) => match tls.acceptor().accept(io).await {
+            Ok(io) => {
+                let h2 = io.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
+                shared.connections.count_handshake(h2);
+                if h2 {
+                    serve_h2(&shared, io, service).await
+                } else {
+                    serve_http1(&shared, io, service).await
+                }
             }
-            debug!(%peer, "connection ended: {e}");
+            Err(e) => {
+                shared
+                    .connections
+                    .tls_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(format!("TLS handshake failed: {e}").into())
+            }
+        },
+        // Plain HTTP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
+        None => match sniff_h2_preface(io).await {
+            Ok((io, true)) => serve_h2(&shared, io, service).await,
+            Ok((io, false)) => serve_http1(&shared, io, service).await,
+            Err(e) => Err(e.into()),
+        },
+    };
+    if let Err(e) = result {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            shared.connections.timed_out.fetch_add(1, Ordering::Relaxed);
         }
-        drop(slot);
-    });
+        debug!(%peer, "connection ended: {e}");
+    }
+    drop(slot);
+}
+
+async fn serve_http1<IO>(shared: &Shared, io: IO, service: Service) -> Result<(), BoxError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.options.header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES);
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result.map_err(Into::into),
+        _ = shared.shutdown.cancelled() => {}
+    }
+    // Finish the response in flight (MJPEG bodies end at shutdown), then
+    // close.
+    connection.as_mut().graceful_shutdown();
+    connection.await.map_err(Into::into)
+}
+
+async fn serve_h2<IO>(shared: &Shared, io: IO, service: Service) -> Result<(), BoxError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    super::http2::serve(
+        io,
+        service,
+        shared.options.write_timeout,
+        &shared.shutdown,
+        &shared.connections,
+    )
+    .await
+    .map_err(Into::into)
+}
+
+/// What an HTTP/2 client sends first ("prior knowledge", RFC 9113 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the bytes either are the HTTP/2 preface or cannot be, and
+/// hands back the stream with those bytes put back in front.
+async fn sniff_h2_preface<IO>(mut io: IO) -> io::Result<(Rewind<IO>, bool)>
+where
+    IO: AsyncRead + Unpin,
+{
+    let mut buf = bytes::BytesMut::with_capacity(H2_PREFACE.len());
+    while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+        if io.read_buf(&mut buf).await? == 0 {
+            break;
+        }
+    }
+    let h2 = buf.starts_with(H2_PREFACE);
+    Ok((
+        Rewind {
+            prefix: buf.freeze(),
+            inner: io,
+        },
+        h2,
+    ))
+}
+
+/// A stream with some already-read bytes put back in front.
+#[derive(Debug)]
+struct Rewind<IO> {
+    prefix: bytes::Bytes,
+    inner: IO,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn is_connection_error(e: &io::Error) -> bool {
@@ -337,26 +493,39 @@ fn is_connection_error(e: &io::Error) -> bool {
 }
 
 /// The routes as a hyper service that tags each request with the client's
-/// address and marks the connection's first request head as arrived.
+/// address, marks the connection's first request head as arrived, and
+/// puts the HTTPS headers on responses of a TLS connection. Any request
+/// body type (hyper's, or an HTTP/2 stream's).
 #[derive(Clone)]
-struct Service<S> {
-    inner: S,
+pub(super) struct Service {
+    routes: BoxedFilter<(warp::reply::Response,)>,
     client: ClientAddr,
     head_seen: Arc<AtomicBool>,
+    tls: Option<Arc<Tls>>,
 }
 
-impl<S> hyper::service::Service<hyper::Request<Incoming>> for Service<S>
+impl<B> hyper::service::Service<hyper::Request<B>> for Service
 where
-    S: hyper::service::Service<hyper::Request<Incoming>>,
+    B: http_body::Body + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
 {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+    type Response = warp::reply::Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: hyper::Request<B>) -> Self::Future {
         self.head_seen.store(true, Ordering::Relaxed);
         request.extensions_mut().insert(self.client);
-        self.inner.call(request)
+        // A warp service is a handle on the shared routes: cheap to make.
+        let response = TowerToHyperService::new(warp::service(self.routes.clone())).call(request);
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let mut response = response.await?;
+            if let Some(tls) = tls {
+                crate::tls::add_headers(response.headers_mut(), &tls.headers());
+            }
+            Ok(response)
+        })
     }
 }
 

@@ -31,6 +31,12 @@ pub struct ErrorContext {
 /// What a bus error means for camstream: a transport that did not work
 /// (another may), or the friendly text of anything else.
 pub fn bus_error(err: &gst::message::Error, ctx: &ErrorContext) -> PipelineError {
+    if let Some(decoder) = super::hwdec::steered_hardware_decoder(err) {
+        return PipelineError::HardwareDecoder(super::HardwareFailure {
+            decoder,
+            reason: describe_error(err, ctx),
+        });
+    }
     let error = err.error();
     let is_rtspsrc = err
         .src()

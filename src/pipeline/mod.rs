@@ -13,6 +13,7 @@
 
 mod check;
 mod errors;
+mod hwdec;
 mod jpegdec;
 mod packages;
 mod probe;
@@ -37,6 +38,10 @@ use tail::Tail;
 
 pub use check::{PlanCheck, check_plan, is_installed};
 use errors::{ErrorContext, bus_error};
+pub use hwdec::{
+    Decoder, DecoderFallback, DecoderUse, DecoderWatch, Family, HardwareDecoder, HardwareFailure,
+    classify, family_installed, survey as hardware_decoders,
+};
 pub use jpegdec::ELEMENT_NAME as DCT_JPEG_DECODER;
 pub use packages::{debian_package, missing_element_hint};
 pub use probe::{MEASURE_FOR, ProbeError, ProbeReport, probe};
@@ -92,6 +97,10 @@ pub enum PipelineError {
     /// Every transport tried failed: says which, and what to check.
     #[error("{message}")]
     NoTransport { message: String },
+    /// A hardware decoder decodebin plugged failed; software may work (see
+    /// [`DecoderFallback`]).
+    #[error("{0}")]
+    HardwareDecoder(HardwareFailure),
 }
 
 impl PipelineError {
@@ -165,6 +174,9 @@ pub struct Pipeline {
     redactor: Redactor,
     context: ErrorContext,
     snapshots: Mutex<Snapshots>,
+    /// Which video decoder decodebin plugged, and whether a hardware one
+    /// failed (`hwdec`).
+    decoders: DecoderWatch,
 }
 
 /// The snapshot poller of a pipeline whose source serves single JPEGs.
@@ -200,6 +212,7 @@ impl Pipeline {
             whole_pipeline_output(&pipeline, &sink, &output);
             (pipeline, None)
         };
+        let decoders = hwdec::steer(&pipeline, plan.decoder);
         let context = ErrorContext {
             redactor: redactor.clone(),
             transport: plan.transport,
@@ -211,11 +224,13 @@ impl Pipeline {
             redactor,
             context,
             snapshots: Mutex::new(Snapshots::None),
+            decoders,
         };
         if let Some(credentials) = &plan.credentials {
             pipeline.set_credentials(credentials);
         }
         pipeline.watch_certificates(plan.tls_verify);
+        pipeline.hide_frames_before_the_first_key_frame();
         match &plan.http {
             Some(HttpMode::Stream) => pipeline.watch_for_single_images(),
             Some(HttpMode::Snapshots { url, interval }) => {
@@ -317,6 +332,41 @@ impl Pipeline {
                 Some(false.to_value())
             });
         }
+    }
+
+    /// A camera joined mid-GOP (every start, since cameras send a key
+    /// frame only every 1-10 s) makes FFmpeg's H.264/H.265 decoders output
+    /// the frames before the first key frame anyway, concealed: grey smears
+    /// that a viewer, and a snapshot, would get as the camera's first
+    /// picture. So every libav video decoder the pipeline gets (decodebin
+    /// adds them as it finds the codec) starts with `output-corrupt=false`,
+    /// and the first frame it lets through turns it back on: after that, a
+    /// frame damaged by packet loss is shown smeared rather than dropped,
+    /// as a frozen picture until the next key frame could trip the
+    /// watchdog on a camera with a long GOP.
+    fn hide_frames_before_the_first_key_frame(&self) {
+        self.pipeline.connect_deep_element_added(|_, _, element| {
+            let is_libav_decoder = element.factory().is_some_and(|f| {
+                f.name().starts_with("avdec_")
+                    && f.has_type(
+                        gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_VIDEO,
+                    )
+            });
+            if !is_libav_decoder || !element.has_property("output-corrupt") {
+                return;
+            }
+            element.set_property("output-corrupt", false);
+            let Some(src) = element.static_pad("src") else {
+                return;
+            };
+            let decoder = element.downgrade();
+            src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                if let Some(decoder) = decoder.upgrade() {
+                    decoder.set_property("output-corrupt", true);
+                }
+                gst::PadProbeReturn::Remove
+            });
+        });
     }
 
     /// camstream's HTTP source expects an MJPEG stream; a server that
@@ -446,6 +496,11 @@ impl Pipeline {
         if let Err(e) = self.pipeline.set_state(gst::State::Null) {
             tracing::warn!("pipeline did not stop cleanly: {e}");
         }
+    }
+
+    /// The video decoder this pipeline uses, and how a hardware one fared.
+    pub fn decoders(&self) -> &DecoderWatch {
+        &self.decoders
     }
 
     /// The GStreamer pipeline, for tests that poke at a running pipeline
@@ -624,8 +679,7 @@ fn dynamic_output(source: &gst::Bin) -> Option<gst::Element> {
     let mut elements = source.iterate_elements();
     while let Ok(Some(element)) = elements.next() {
         let sometimes = element.pad_template_list().iter().any(|t| {
-            t.direction() == gst::PadDirection::Src
-                && t.presence() == gst::PadPresence::Sometimes
+            t.direction() == gst::PadDirection::Src && t.presence() == gst::PadPresence::Sometimes
         });
         let linked = element.src_pads().iter().any(|p| p.is_linked());
         if sometimes && !linked {

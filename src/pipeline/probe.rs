@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::{FrameOutput, Pipeline, PipelineError, SINGLE_IMAGES, bus_error};
+use super::{
+    DecoderUse, FrameOutput, HardwareFailure, Pipeline, PipelineError, SINGLE_IMAGES, bus_error,
+};
 use crate::frames::PipelineStats;
 use crate::outputs::Output;
 use crate::redact::Redactor;
@@ -46,6 +48,11 @@ pub struct ProbeReport {
     /// e.g. "audio (PCMA, 8000 Hz)"; camstream sets them up and ignores
     /// them.
     pub other_tracks: Vec<String>,
+    /// The video decoder that decoded the first frames, if any.
+    pub decoder: Option<DecoderUse>,
+    /// A hardware decoder that failed to start before it, if one did
+    /// (decodebin then plugged the next decoder by itself).
+    pub hardware_failure: Option<HardwareFailure>,
 }
 
 /// Why a probe found no picture.
@@ -83,10 +90,11 @@ pub fn probe(
     default.attach();
     let pipeline = Pipeline::build(plan, output, redactor)?;
     let tracks = watch_other_tracks(&pipeline);
-    let result = run(&pipeline, plan.managed, &stats, &default, timeout).map(|report| ProbeReport {
-        other_tracks: tracks.lock().map(|t| t.clone()).unwrap_or_default(),
-        ..report
-    });
+    let result =
+        run(&pipeline, plan.managed, &stats, &default, timeout).map(|report| ProbeReport {
+            other_tracks: tracks.lock().map(|t| t.clone()).unwrap_or_default(),
+            ..report
+        });
     pipeline.stop();
     result
 }
@@ -158,6 +166,8 @@ fn run(
         measured_fps,
         output,
         other_tracks: Vec::new(),
+        decoder: pipeline.decoders().in_use(),
+        hardware_failure: pipeline.decoders().failed_to_start(),
     })
 }
 

@@ -49,9 +49,8 @@ impl Carries {
     /// (raw video, or caps not known yet) goes the raw way, as the
     /// override contract says a fragment ends in raw video.
     pub(super) fn of(caps: &gst::CapsRef) -> Carries {
-        let jpeg = !caps.is_empty()
-            && !caps.is_any()
-            && caps.iter().all(|s| s.name() == "image/jpeg");
+        let jpeg =
+            !caps.is_empty() && !caps.is_any() && caps.iter().all(|s| s.name() == "image/jpeg");
         if jpeg { Carries::Jpeg } else { Carries::Raw }
     }
 }
@@ -132,7 +131,11 @@ impl Tail {
             }
             None => {}
         }
-        let first_new = self.made.lock().unwrap_or_else(PoisonError::into_inner).len();
+        let first_new = self
+            .made
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
         match carries {
             Carries::Raw => self.raw_head(pad)?,
             Carries::Jpeg => self.jpeg_head(pad)?,
@@ -273,7 +276,9 @@ impl Tail {
                 .iter()
                 .filter(|o| !o.is_passthrough() && o.wants_frames())
                 .map(|o| o.spec().scale)
-                .fold(None, |max: Option<f64>, s| Some(max.map_or(s, |m| m.max(s))));
+                .fold(None, |max: Option<f64>, s| {
+                    Some(max.map_or(s, |m| m.max(s)))
+                });
             if let (Some(scale), Some(decoder)) = (wanted, decoder.upgrade())
                 && current.swap(scale.to_bits(), Ordering::Relaxed) != scale.to_bits()
             {
@@ -425,7 +430,12 @@ impl Tail {
             None => out.push_str("  src -> (linked when the source adds its output pad)\n"),
         }
         for m in made.iter() {
-            out.push_str(&format!("{}: {}{}\n", m.element.name(), m.factory, m.settings));
+            out.push_str(&format!(
+                "{}: {}{}\n",
+                m.element.name(),
+                m.factory,
+                m.settings
+            ));
             for pad in m.element.src_pads() {
                 if let Some(peer) = pad.peer() {
                     out.push_str(&format!("  {} -> {}\n", pad.name(), pad_path(&peer)));
@@ -445,7 +455,11 @@ fn pad_path(pad: &gst::Pad) -> String {
     format!("{parent}.{}", pad.name())
 }
 
-fn make(factory: &str, name: &str, settings: &[(&str, &str)]) -> Result<gst::Element, PipelineError> {
+fn make(
+    factory: &str,
+    name: &str,
+    settings: &[(&str, &str)],
+) -> Result<gst::Element, PipelineError> {
     let mut builder = gst::ElementFactory::make(factory).name(name);
     for (key, value) in settings {
         builder = builder.property_from_str(key, value);
@@ -456,9 +470,9 @@ fn make(factory: &str, name: &str, settings: &[(&str, &str)]) -> Result<gst::Ele
 }
 
 fn static_pad(element: &gst::Element, name: &str) -> Result<gst::Pad, PipelineError> {
-    element.static_pad(name).ok_or_else(|| {
-        PipelineError::Runtime(format!("{} has no {name} pad", element.name()))
-    })
+    element
+        .static_pad(name)
+        .ok_or_else(|| PipelineError::Runtime(format!("{} has no {name} pad", element.name())))
 }
 
 fn link(pad: &gst::Pad, to: &gst::Element) -> Result<(), PipelineError> {

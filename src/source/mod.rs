@@ -487,6 +487,9 @@ pub struct Attempt {
     /// The HTTP source serves single JPEG images, not an MJPEG stream:
     /// poll it.
     pub snapshots: bool,
+    /// A hardware decoder failed for this camera: decode in software,
+    /// whatever the `decoder` setting allows.
+    pub software_decoding: bool,
 }
 
 #[cfg(test)]

@@ -70,6 +70,8 @@ pub struct RenderOptions {
     /// Verify TLS certificates (`rtsps://`, `https://`) against the
     /// system's trust store.
     pub tls_verify: bool,
+    /// The `decoder` setting: which decoders decodebin may plug.
+    pub decoder: crate::pipeline::Decoder,
     /// What this attempt chose where the settings leave a choice.
     pub attempt: Attempt,
 }
@@ -82,6 +84,7 @@ impl Default for RenderOptions {
             max_fps: None,
             mjpeg_lowres: true,
             tls_verify: true,
+            decoder: crate::pipeline::Decoder::default(),
             attempt: Attempt::default(),
         }
     }
@@ -163,6 +166,9 @@ pub struct PipelinePlan {
     pub tls_verify: bool,
     /// How an HTTP source is read, when camstream's own fragment reads it.
     pub http: Option<HttpMode>,
+    /// Which decoders the pipeline's decodebins may plug in this attempt:
+    /// the setting, or software after a hardware decoder failed.
+    pub decoder: crate::pipeline::Decoder,
 }
 
 /// A template that cannot be rendered for this camera.
@@ -250,6 +256,11 @@ pub fn plan(
             .map(|s| opts.lower_transport(s)),
         tls_verify: opts.tls_verify,
         http,
+        decoder: if opts.attempt.software_decoding {
+            crate::pipeline::Decoder::Software
+        } else {
+            opts.decoder
+        },
     })
 }
 
@@ -628,13 +639,36 @@ mod tests {
     }
 
     #[test]
+    fn a_hardware_fallback_decodes_in_software_whatever_the_setting() {
+        use crate::pipeline::Decoder;
+        let source = Source::parse("rtsp://cam/x").unwrap();
+        let vaapi = RenderOptions {
+            decoder: Decoder::Vaapi,
+            ..opts()
+        };
+        let plan_with = |opts: &RenderOptions| plan(Some(&source), PipelineText::Source, opts);
+        assert_eq!(plan_with(&vaapi).unwrap().decoder, Decoder::Vaapi);
+        let fallen_back = RenderOptions {
+            attempt: Attempt {
+                software_decoding: true,
+                ..Attempt::default()
+            },
+            ..vaapi.clone()
+        };
+        let fell = plan_with(&fallen_back).unwrap();
+        assert_eq!(fell.decoder, Decoder::Software);
+        // The text is the same: decodebin's choice is steered, not written.
+        assert_eq!(fell.description, plan_with(&vaapi).unwrap().description);
+    }
+
+    #[test]
     fn snapshots_are_polled_at_max_fps_without_a_second_cap() {
         let source = Source::parse("http://u:pw@cam/snapshot.jpg").unwrap();
         let snapshots = RenderOptions {
             max_fps: Some(4),
             attempt: Attempt {
-                transport: None,
                 snapshots: true,
+                ..Attempt::default()
             },
             ..opts()
         };

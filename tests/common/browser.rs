@@ -64,10 +64,20 @@ pub struct Browser {
 impl Browser {
     /// Starts `chromium` (or `$CHROMIUM`) with a fresh profile.
     pub async fn start() -> anyhow::Result<Browser> {
+        Browser::start_with_home(None).await
+    }
+
+    /// [`Browser::start`] with `$HOME` set to `home`: Chromium on Linux
+    /// trusts the certificate authorities in `$HOME/.pki/nssdb`.
+    pub async fn start_with_home(home: Option<&Path>) -> anyhow::Result<Browser> {
         let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
         let profile = tempfile::tempdir()?;
         let log = std::fs::File::create(profile.path().join("chromium.log"))?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if let Some(home) = home {
+            command.env("HOME", home);
+        }
+        let child = command
             .args(FLAGS)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
@@ -293,6 +303,18 @@ impl Page<'_> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The viewport as a JPEG (which the tests can decode, unlike PNG).
+    pub async fn screenshot_jpeg(&self) -> anyhow::Result<Vec<u8>> {
+        let shot = self
+            .call(
+                "Page.captureScreenshot",
+                json!({ "format": "jpeg", "quality": 95 }),
+            )
+            .await?;
+        Ok(base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().context("screenshot data")?)?)
     }
 
     /// Saves a PNG of the viewport to `path`.

@@ -4,11 +4,14 @@
 
 pub mod app;
 pub mod browser;
+pub mod fakehw;
 pub mod http;
 pub mod mjpeg;
+pub mod nginx;
 pub mod proxy;
 pub mod raw;
 pub mod rtsp;
+pub mod tls;
 
 use std::sync::Once;
 
