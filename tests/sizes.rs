@@ -15,7 +15,8 @@ use serde_json::Value;
 
 const PART_TIMEOUT: Duration = Duration::from_secs(20);
 
-const SIZES: &str = "[cameras.sizes]\nthumb = { scale = 0.125, quality = 60 }\nlarge = { scale = 0.5 }\n";
+const SIZES: &str =
+    "[cameras.sizes]\nthumb = { scale = 0.125, quality = 60 }\nlarge = { scale = 0.5 }\n";
 
 /// Decoded sizes of the next `n` parts of `stream`.
 async fn frame_sizes(stream: &mut MjpegStream, n: usize) -> Vec<(u32, u32)> {
@@ -44,7 +45,13 @@ fn encoded(info: &Value, name: &str) -> u64 {
 }
 
 /// Polls the camera until `check` holds, or panics after `within`.
-async fn until(app: &camstream::App, id: &str, within: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+async fn until(
+    app: &camstream::App,
+    id: &str,
+    within: Duration,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let info = camera(app, id).await;
@@ -73,26 +80,41 @@ async fn each_size_has_its_own_dimensions_for_two_source_sizes() {
         let url = |q: &str| format!("{}/api/cameras/cam/stream.mjpeg{q}", base(&app));
         // All three watched at once: one decode, three branches.
         let mut default = MjpegStream::connect(&url("")).await.expect("default opens");
-        let mut thumb = MjpegStream::connect(&url("?size=thumb")).await.expect("thumb opens");
-        let mut large = MjpegStream::connect(&url("?size=large")).await.expect("large opens");
+        let mut thumb = MjpegStream::connect(&url("?size=thumb"))
+            .await
+            .expect("thumb opens");
+        let mut large = MjpegStream::connect(&url("?size=large"))
+            .await
+            .expect("large opens");
         for (stream, scale, name) in [
-            (&mut default, 4, "default"),
-            (&mut thumb, 8, "thumb"),
-            (&mut large, 2, "large"),
+            (&mut default, 0.25, "default"),
+            (&mut thumb, 0.125, "thumb"),
+            (&mut large, 0.5, "large"),
         ] {
             let got = frame_sizes(stream, 3).await;
-            let want = (width / scale, height / scale);
-            assert!(got.iter().all(|s| *s == want), "{width}x{height} {name}: {got:?}");
+            // Even dimensions: 1080 / 8 = 135 is sent as 136.
+            let want = camstream::pipeline::scaled_size(width, height, scale);
+            assert!(
+                got.iter().all(|s| *s == want),
+                "{width}x{height} {name}: {got:?}"
+            );
         }
-        let (status, _, full) = get(&format!("{}/api/cameras/cam/snapshot.jpg?size=full", base(&app)))
-            .await
-            .unwrap();
+        let (status, _, full) = get(&format!(
+            "{}/api/cameras/cam/snapshot.jpg?size=full",
+            base(&app)
+        ))
+        .await
+        .unwrap();
         assert_eq!(status, 200);
         let full = decode_jpeg(&full).unwrap();
         assert_eq!((full.width, full.height), (width, height));
 
         let info = camera(&app, "cam").await;
-        assert_eq!(size(&info, "thumb")["output"]["width"], width / 8, "{info}");
+        assert_eq!(
+            size(&info, "thumb")["output"]["height"],
+            camstream::pipeline::scaled_size(width, height, 0.125).1,
+            "{info}"
+        );
         assert_eq!(size(&info, "large")["output"]["width"], width / 2, "{info}");
         assert_eq!(size(&info, "thumb")["viewers"], 1, "{info}");
         assert_eq!(size(&info, "thumb")["quality"], 60, "{info}");
@@ -109,7 +131,7 @@ async fn each_size_has_its_own_dimensions_for_two_source_sizes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_size_is_refused_naming_the_cameras_sizes() {
     let app = app::start(&format!(
-        "[[cameras]]\nid = \"cam\"\nsource = \"test\"\n{SIZES}"
+        "[[cameras]]\nid = \"cam\"\nsource = \"test:ball?width=640&height=480&fps=15\"\n{SIZES}"
     ))
     .await;
     for path in [
@@ -133,9 +155,12 @@ async fn an_unknown_size_is_refused_naming_the_cameras_sizes() {
             );
         }
     }
-    let (status, body) = get_json(&format!("{}/api/cv/display?camera_id=cam&size=huge", base(&app)))
-        .await
-        .unwrap();
+    let (status, body) = get_json(&format!(
+        "{}/api/cv/display?camera_id=cam&size=huge",
+        base(&app)
+    ))
+    .await
+    .unwrap();
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "unknown_size");
     // Nobody was admitted by a refused request.
@@ -146,7 +171,7 @@ async fn an_unknown_size_is_refused_naming_the_cameras_sizes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_size_is_encoded_only_while_watched() {
     let app = app::start(&format!(
-        "[[cameras]]\nid = \"cam\"\nsource = \"test\"\nalways_on = true\n{SIZES}"
+        "[[cameras]]\nid = \"cam\"\nsource = \"test:ball?width=640&height=480&fps=15\"\nalways_on = true\n{SIZES}"
     ))
     .await;
     let url = |q: &str| format!("{}/api/cameras/cam/stream.mjpeg{q}", base(&app));
@@ -156,25 +181,37 @@ async fn a_size_is_encoded_only_while_watched() {
     let info = camera(&app, "cam").await;
     assert_eq!(encoded(&info, "large"), 0, "{info}");
 
-    let mut large = MjpegStream::connect(&url("?size=large")).await.expect("large opens");
+    let mut large = MjpegStream::connect(&url("?size=large"))
+        .await
+        .expect("large opens");
     frame_sizes(&mut large, 3).await;
     drop(large);
     // Its branch closes with its last viewer: the count stops moving.
-    let info = until(&app, "cam", Duration::from_secs(10), "large has no viewer", |i| {
-        size(i, "large")["viewers"] == 0
-    })
+    let info = until(
+        &app,
+        "cam",
+        Duration::from_secs(10),
+        "large has no viewer",
+        |i| size(i, "large")["viewers"] == 0,
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stopped = encoded(&camera(&app, "cam").await, "large");
     assert!(stopped >= 3, "{info}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let info = camera(&app, "cam").await;
-    assert_eq!(encoded(&info, "large"), stopped, "large is still encoded: {info}");
+    assert_eq!(
+        encoded(&info, "large"),
+        stopped,
+        "large is still encoded: {info}"
+    );
     // The default size, still watched, went on.
     frame_sizes(&mut default, 2).await;
 
     // And it comes back with the next viewer.
-    let mut again = MjpegStream::connect(&url("?size=large")).await.expect("large reopens");
+    let mut again = MjpegStream::connect(&url("?size=large"))
+        .await
+        .expect("large reopens");
     frame_sizes(&mut again, 2).await;
     assert!(encoded(&camera(&app, "cam").await, "large") > stopped);
     drop((default, again));
@@ -183,8 +220,11 @@ async fn a_size_is_encoded_only_while_watched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_concurrent_full_size_snapshots_are_encoded_once() {
-    let app = app::start("[[cameras]]\nid = \"cam\"\nsource = \"test\"\nalways_on = true\n").await;
-    until(&app, "cam", Duration::from_secs(20), "streaming", |i| i["state"] == "streaming").await;
+    let app = app::start("[[cameras]]\nid = \"cam\"\nsource = \"test:ball?width=640&height=480&fps=15\"\nalways_on = true\n").await;
+    until(&app, "cam", Duration::from_secs(20), "streaming", |i| {
+        i["state"] == "streaming"
+    })
+    .await;
     let before = encoded(&camera(&app, "cam").await, "full");
     let url = format!("{}/api/cameras/cam/snapshot.jpg?size=full", base(&app));
     let requests = (0..10).map(|_| {
@@ -201,11 +241,18 @@ async fn ten_concurrent_full_size_snapshots_are_encoded_once() {
     let encodes = encoded(&info, "full") - before;
     // All ten asked at once: one encode (two if the requests straddled a
     // frame, on a loaded machine), never one per request.
-    assert!((1..=2).contains(&encodes), "{encodes} encodes for 10 requests: {info}");
+    assert!(
+        (1..=2).contains(&encodes),
+        "{encodes} encodes for 10 requests: {info}"
+    );
     let distinct: std::collections::HashSet<_> = bodies.iter().collect();
     assert_eq!(distinct.len() as u64, encodes);
     let image = decode_jpeg(&bodies[0]).unwrap();
-    assert_eq!((image.width, image.height), (640, 480), "the test source's size");
+    assert_eq!(
+        (image.width, image.height),
+        (640, 480),
+        "the test source's size"
+    );
     app.shutdown().await;
 }
 
@@ -239,7 +286,10 @@ async fn passthrough(avi1: bool) {
         .await
         .expect("stream opens");
     for _ in 0..5 {
-        let part = stream.next_part_timeout(PART_TIMEOUT).await.expect("a part");
+        let part = stream
+            .next_part_timeout(PART_TIMEOUT)
+            .await
+            .expect("a part");
         let body = part.body.to_vec();
         if avi1 {
             // The standard tables inserted, everything else as sent.
@@ -247,9 +297,16 @@ async fn passthrough(avi1: bool) {
             let fixed: Vec<Vec<u8>> = http
                 .frames()
                 .iter()
-                .map(|f| camstream::jpeg::with_huffman_tables(f).unwrap().into_owned())
+                .map(|f| {
+                    camstream::jpeg::with_huffman_tables(f)
+                        .unwrap()
+                        .into_owned()
+                })
                 .collect();
-            assert!(fixed.contains(&body), "a source frame with the tables inserted");
+            assert!(
+                fixed.contains(&body),
+                "a source frame with the tables inserted"
+            );
         } else {
             assert!(
                 http.frames().iter().any(|f| f[..] == body[..]),
@@ -262,7 +319,11 @@ async fn passthrough(avi1: bool) {
     }
     let info = camera(&app, "cam").await;
     assert_eq!(size(&info, "default")["passthrough"], true, "{info}");
-    assert_eq!(encodes_measured(&app, "cam", "default").await, 0, "nothing encoded");
+    assert_eq!(
+        encodes_measured(&app, "cam", "default").await,
+        0,
+        "nothing encoded"
+    );
     drop(stream);
     app.shutdown().await;
 }

@@ -72,8 +72,9 @@ fn by_id(tiles: &Value) -> HashMap<String, Value> {
 async fn sixteen_cameras_are_live_in_one_tab() {
     // Small moving test patterns (a bouncing ball, scrolling bars with a
     // clock): every new frame differs from the last.
-    let mut cameras =
-        format!("[server.auth]\nview_tokens = [\"{VIEW_TOKEN}\"]\n[defaults]\nscale = 0.5\n[defaults.sizes]\nlarge = {{ scale = 1.0 }}\n");
+    let mut cameras = format!(
+        "[server.auth]\nview_tokens = [\"{VIEW_TOKEN}\"]\n[defaults]\nscale = 0.5\n[defaults.sizes]\nlarge = {{ scale = 1.0 }}\n"
+    );
     for i in 1..=CAMERAS {
         let pattern = if i % 2 == 1 { "ball" } else { "demo" };
         cameras.push_str(&format!(
