@@ -1286,6 +1286,57 @@ mod tests {
     }
 
     #[test]
+    fn sizes_merge_with_the_defaults_by_name() {
+        let config = parse(
+            "[defaults]\nquality = 70\n[defaults.sizes]\nthumb = { scale = 0.125 }\n\
+             large = { scale = 0.5, quality = 90 }\n\
+             [[cameras]]\nid = \"a\"\nsource = \"test:\"\n\
+             [cameras.sizes]\nlarge = { scale = 1.0 }\nwall = { scale = 0.75, quality = 50 }\n",
+        )
+        .unwrap();
+        let a = config.cameras[0].settings.as_ref().unwrap();
+        let sizes: Vec<(&str, f64, u8)> = a
+            .sizes
+            .iter()
+            .map(|s| (s.name.as_str(), s.scale, s.quality))
+            .collect();
+        // The camera's `large` replaces the defaults' whole; a size with no
+        // quality takes the camera's.
+        assert_eq!(
+            sizes,
+            [("large", 1.0, 70), ("thumb", 0.125, 70), ("wall", 0.75, 50)]
+        );
+    }
+
+    #[test]
+    fn bad_sizes_fail_only_that_camera_naming_the_size() {
+        let bad = |sizes: &str| {
+            let config = parse(&format!(
+                "[[cameras]]\nid = \"a\"\nsource = \"test:\"\n[cameras.sizes]\n{sizes}\n"
+            ))
+            .unwrap();
+            config.cameras[0].settings.as_ref().unwrap_err().clone()
+        };
+        let err = bad("full = { scale = 1.0 }");
+        assert!(err.contains("size name \"full\" is reserved"), "{err}");
+        let err = bad("default = { scale = 1.0 }");
+        assert!(err.contains("size name \"default\" is reserved"), "{err}");
+        let err = bad("Big = { scale = 1.0 }");
+        assert!(err.contains("is not a short identifier"), "{err}");
+        let err = bad("big = { scale = 0 }");
+        assert!(err.contains("sizes.big: scale = 0 is out of range"), "{err}");
+        let err = bad("big = { scale = 0.5, quality = 0 }");
+        assert!(err.contains("sizes.big: quality = 0 is out of range"), "{err}");
+        let err = bad("big = { scale = 0.5, qualty = 50 }");
+        assert!(err.contains("qualty"), "{err}");
+        let many: String = (0..=MAX_SIZES)
+            .map(|i| format!("s{i} = {{ scale = 0.5 }}\n"))
+            .collect();
+        let err = bad(&many);
+        assert!(err.contains("is more than 8"), "{err}");
+    }
+
+    #[test]
     fn duplicate_and_empty_ids() {
         let config = parse(
             "[[cameras]]\nid = 1\nsource = 0\n[[cameras]]\nid = \"1\"\nsource = 1\n[[cameras]]\nid = \"\"\nsource = 2\n",
