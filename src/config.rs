@@ -1324,9 +1324,15 @@ mod tests {
         let err = bad("Big = { scale = 1.0 }");
         assert!(err.contains("is not a short identifier"), "{err}");
         let err = bad("big = { scale = 0 }");
-        assert!(err.contains("sizes.big: scale = 0 is out of range"), "{err}");
+        assert!(
+            err.contains("sizes.big: scale = 0 is out of range"),
+            "{err}"
+        );
         let err = bad("big = { scale = 0.5, quality = 0 }");
-        assert!(err.contains("sizes.big: quality = 0 is out of range"), "{err}");
+        assert!(
+            err.contains("sizes.big: quality = 0 is out of range"),
+            "{err}"
+        );
         let err = bad("big = { scale = 0.5, qualty = 50 }");
         assert!(err.contains("qualty"), "{err}");
         let many: String = (0..=MAX_SIZES)

@@ -169,6 +169,36 @@ async fn an_unknown_size_is_refused_naming_the_cameras_sizes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_pipeline_override_has_one_size_and_says_so() {
+    let app = app::start(
+        "[[cameras]]\nid = \"whole\"\npipeline = \"videotestsrc is-live=true \
+         ! video/x-raw,width=320,height=240 ! jpegenc ! appsink name=sink\"\n",
+    )
+    .await;
+    let (status, body) = get_json(&format!(
+        "{}/api/cameras/whole/stream.mjpeg?size=thumb",
+        base(&app)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_size");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("whole-pipeline override") && message.contains("size=thumb"),
+        "{message}"
+    );
+    // Its one size streams.
+    let mut stream =
+        MjpegStream::connect(&format!("{}/api/cameras/whole/stream.mjpeg", base(&app)))
+            .await
+            .expect("stream opens");
+    assert_eq!(frame_sizes(&mut stream, 2).await, [(320, 240), (320, 240)]);
+    drop(stream);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_size_is_encoded_only_while_watched() {
     let app = app::start(&format!(
         "[[cameras]]\nid = \"cam\"\nsource = \"test:ball?width=640&height=480&fps=15\"\nalways_on = true\n{SIZES}"
