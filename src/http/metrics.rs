@@ -79,6 +79,9 @@ fn float(v: f64) -> String {
     }
 }
 
+/// A camera's outputs, each with its size name as shown (masked).
+type NamedOutputs = Vec<(String, Arc<Output>)>;
+
 pub fn render(state: &AppState) -> warp::reply::Response {
     let cameras = state.cameras.all();
     let mut e = Exposition {
@@ -245,7 +248,7 @@ pub fn render(state: &AppState) -> warp::reply::Response {
     }
 
     // Per size: each camera's outputs, read once for every family.
-    let sizes: Vec<(&str, Vec<(String, Arc<Output>)>)> = cameras
+    let sizes: Vec<(&str, NamedOutputs)> = cameras
         .iter()
         .zip(&ids)
         .map(|(camera, id)| {
