@@ -692,7 +692,16 @@ impl Camera {
     /// frames, so nobody is shown a stale picture as live.
     fn begin_outage(&self, name: &str, viewers: &watch::Receiver<usize>) -> Option<Outage> {
         let outputs = self.outputs();
-        let source = unpack_size(self.last_input.load(Ordering::Relaxed));
+        // The pipeline's own note of the size when the run ended before
+        // its first frame was noticed (the first-frame check is a tick: a
+        // camera can deliver a frame to a viewer and die before it).
+        let source = unpack_size(self.last_input.load(Ordering::Relaxed)).or_else(|| {
+            let seen = self.stats.input();
+            if let Some((w, h)) = seen {
+                self.last_input.store(pack_size(w, h), Ordering::Relaxed);
+            }
+            seen
+        });
         let (Some(source), true) = (source, *viewers.borrow() > 0) else {
             outputs.clear();
             return None;
