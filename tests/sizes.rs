@@ -367,3 +367,56 @@ async fn an_mjpeg_source_at_scale_one_is_passed_through_untouched() {
 async fn avi1_frames_are_passed_through_with_huffman_tables() {
     passthrough(true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grid_socket_takes_a_size_per_camera() {
+    use futures_util::{SinkExt, StreamExt};
+    let app = app::start(&format!(
+        "[[cameras]]\nid = \"a\"\nsource = \"test:ball?width=640&height=480&fps=15\"\n{SIZES}\
+         [[cameras]]\nid = \"b\"\nsource = \"test:ball?width=640&height=480&fps=15\"\n{SIZES}"
+    ))
+    .await;
+    let addr = base(&app).trim_start_matches("http://").to_string();
+    // a at thumb (its own), b at large (the socket's size=).
+    let url = format!("ws://{addr}/api/ws?cameras=a:thumb,b&size=large");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("socket opens");
+    let mut seen = std::collections::HashMap::new();
+    let deadline = Instant::now() + PART_TIMEOUT;
+    while seen.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "frames of both cameras: {seen:?}"
+        );
+        let Ok(Some(Ok(message))) = tokio::time::timeout(PART_TIMEOUT, socket.next()).await else {
+            panic!("the socket ended: {seen:?}");
+        };
+        let tokio_tungstenite::tungstenite::Message::Binary(data) = message else {
+            continue;
+        };
+        let n = usize::from(data[0]);
+        let id = String::from_utf8(data[1..1 + n].to_vec()).unwrap();
+        let image = decode_jpeg(&data[1 + n..]).unwrap();
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::text(id.clone()))
+            .await
+            .unwrap();
+        seen.insert(id, (image.width, image.height));
+    }
+    assert_eq!(seen["a"], (80, 60), "a at thumb (1/8)");
+    assert_eq!(seen["b"], (320, 240), "b at large (1/2)");
+    let info = camera(&app, "a").await;
+    assert_eq!(size(&info, "thumb")["viewers"], 1, "{info}");
+    drop(socket);
+
+    // An unknown size on the socket is refused before the upgrade.
+    let url = format!("ws://{addr}/api/ws?cameras=a:huge");
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 400)
+        }
+        other => panic!("expected 400, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    app.shutdown().await;
+}
