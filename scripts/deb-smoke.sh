@@ -96,7 +96,28 @@ start=$(date +%s)
 # cargo-deb builds the release binary (--locked: Cargo.lock's versions) and
 # prints the package's path. --fast: lighter compression of the .deb, half
 # a minute less; what it installs is the same.
-deb=$("$CARGO" deb --fast --output target/debian/ -- --locked | tail -n 1) \
+#
+# CAMSTREAM_DEB_BINARY=PATH packages a release binary of this commit built
+# elsewhere instead (CI: the container image's, built from the same tree
+# with the same `cargo build --release --locked` on the same Debian
+# release, so CI compiles camstream in release mode once, not twice). It
+# is used only if it runs here; it replaces target/release/camstream.
+deb_args=(--fast --output target/debian/)
+if [ -n "${CAMSTREAM_DEB_BINARY:-}" ]; then
+  prebuilt_version=$("$CAMSTREAM_DEB_BINARY" --version 2>/dev/null) \
+    || fail "CAMSTREAM_DEB_BINARY=$CAMSTREAM_DEB_BINARY does not run on this machine; unset it to build the package's binary here"
+  case "$prebuilt_version" in
+    *" $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"*) ;;
+    *) fail "CAMSTREAM_DEB_BINARY is $prebuilt_version, not this tree's version" ;;
+  esac
+  mkdir -p target/release
+  install -m 755 "$CAMSTREAM_DEB_BINARY" target/release/camstream
+  deb_args+=(--no-build)
+  say "packaging the prebuilt $CAMSTREAM_DEB_BINARY ($prebuilt_version)"
+else
+  deb_args+=(-- --locked)
+fi
+deb=$("$CARGO" deb "${deb_args[@]}" | tail -n 1) \
   || fail "cargo deb failed"
 [ -f "$deb" ] || fail "cargo deb made no package ($deb)"
 build_s=$(( $(date +%s) - start ))

@@ -22,7 +22,10 @@
 # passes without having run.
 #
 # Environment: CAMSTREAM_SMOKE_ENGINE=docker|podman to choose,
-# CAMSTREAM_SMOKE_IMAGE (default localhost/camstream:smoke).
+# CAMSTREAM_SMOKE_IMAGE (default localhost/camstream:smoke),
+# CAMSTREAM_SMOKE_EXPORT_BINARY=PATH to copy the image's release binary out
+# after the checks pass (CI packages it in the .deb smoke test rather than
+# compiling the same commit a second time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -211,4 +214,12 @@ $engine logs "$NAME" 2>&1 | grep -q "stopped" || fail "no \"stopped\" in the log
 say "SIGTERM: stopped cleanly in ${stop_s}s, exit status 0"
 
 rm_container
+if [ -n "${CAMSTREAM_SMOKE_EXPORT_BINARY:-}" ]; then
+  export_name=camstream-export-$$
+  $engine create --name "$export_name" "$IMAGE" >/dev/null \
+    && $engine cp "$export_name:/usr/local/bin/camstream" "$CAMSTREAM_SMOKE_EXPORT_BINARY" \
+    || fail "cannot copy the binary out of the image to $CAMSTREAM_SMOKE_EXPORT_BINARY"
+  rm_named "$export_name"
+  say "copied the image's binary to $CAMSTREAM_SMOKE_EXPORT_BINARY"
+fi
 say "PASSED with $engine (image build ${build_s}s, checks $(( $(date +%s) - run_start ))s)"

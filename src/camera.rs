@@ -7,8 +7,9 @@
 //! ends. Every exit path sets the pipeline to NULL. Viewers hold a
 //! [`Viewer`]; its drop is what tells the supervisor a viewer left.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
@@ -17,12 +18,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, sleep, timeout};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, info, warn};
 
-use crate::config::{CameraId, CameraSettings};
+use crate::config::FULL_SIZE;
+use crate::config::{CameraId, CameraSettings, DEFAULT_QUALITY, DEFAULT_SCALE, DEFAULT_SIZE};
 use crate::frames::{
-    FrameHub, FrameKind, FrameReceiver, PipelineStats, pack_size, rfc3339, unpack_size,
+    Frame, FrameKind, FrameReceiver, PipelineStats, pack_size, rfc3339, unpack_size,
 };
+use crate::outputs::{Kind, Output, Outputs, Request, Wanted};
 use crate::pipeline::{
     DecoderFallback, DecoderUse, FrameOutput, HardwareFailure, Pipeline, PipelineError,
     PipelineEvent, TransportFallback, render_placeholder,
@@ -42,6 +46,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const HEALTHY_PERIOD: Duration = Duration::from_secs(30);
 /// How often the supervisor checks progress and measures the frame rate.
 const TICK: Duration = Duration::from_millis(250);
+/// How often a (re)starting camera is checked for its first frame: soon
+/// enough that its state and the end of an outage follow at once.
+const FIRST_FRAME_TICK: Duration = Duration::from_millis(20);
 /// How often viewers of an offline camera get the placeholder frame: often
 /// enough that a browser never shows a silently frozen picture, rarely
 /// enough to cost nothing.
@@ -130,6 +137,34 @@ pub enum OpenError {
     TooManyViewers { id: CameraId, limit: usize },
 }
 
+/// Why a viewer's `size` cannot be served. A 400: asking again will not
+/// help.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SizeError {
+    #[error(
+        "camera {id} has no size \"{size}\": its sizes are {}{}",
+        .known.join(", "),
+        if *.full { " (and full, for snapshot.jpg)" } else { "" }
+    )]
+    Unknown {
+        id: CameraId,
+        size: String,
+        known: Vec<String>,
+        full: bool,
+    },
+    #[error(
+        "size=full is the source's full resolution for snapshot.jpg only: to stream camera {id} \
+         at full size, give it a size with scale = 1.0 (sizes in docs/config.md)"
+    )]
+    SnapshotOnly { id: CameraId },
+    #[error(
+        "camera {id} runs a whole-pipeline override (it ends in its own appsink), which makes \
+         one size only: ask without size={size}, or end the override before its encoder so \
+         camstream scales and encodes each size (pipelines/README.md)"
+    )]
+    OneSize { id: CameraId, size: String },
+}
+
 /// The supervisor's view of the camera, published on every change.
 #[derive(Clone, Debug)]
 pub struct Status {
@@ -194,14 +229,17 @@ struct Counters {
 pub struct Camera {
     id: CameraId,
     configured: watch::Sender<Arc<Configured>>,
-    hub: Arc<FrameHub>,
+    /// One output per size (its hub, counters and viewers). Replaced on a
+    /// configuration change, keeping the sizes that remain with their
+    /// viewers.
+    outputs: RwLock<Arc<Outputs>>,
     stats: Arc<PipelineStats>,
     status: watch::Sender<Status>,
     viewers: watch::Sender<usize>,
     counters: Counters,
-    /// The output size of the last frame streamed, packed: the size of the
-    /// placeholder shown while the camera is down.
-    last_output: AtomicU64,
+    /// The source's size when it last streamed, packed: what the
+    /// placeholders shown while the camera is down are sized from.
+    last_input: AtomicU64,
     cancel: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
     /// Every secret of the running configuration: `last_error` and what
@@ -326,16 +364,18 @@ impl Camera {
         parent: &CancellationToken,
         secrets: KnownSecrets,
     ) -> Arc<Camera> {
+        let cancel = parent.child_token();
+        let outputs = Outputs::new(wanted_outputs(&configured), &cancel);
         let camera = Arc::new(Camera {
             id,
             configured: watch::Sender::new(Arc::new(configured)),
-            hub: Arc::new(FrameHub::default()),
+            outputs: RwLock::new(Arc::new(outputs)),
             stats: Arc::new(PipelineStats::default()),
             status: watch::Sender::new(Status::new(State::Idle)),
             viewers: watch::Sender::new(0),
             counters: Counters::default(),
-            last_output: AtomicU64::new(0),
-            cancel: parent.child_token(),
+            last_input: AtomicU64::new(0),
+            cancel,
             task: Mutex::new(None),
             secrets,
         });
@@ -369,8 +409,9 @@ impl Camera {
         &self.stats
     }
 
-    pub fn hub(&self) -> &FrameHub {
-        &self.hub
+    /// The camera's outputs: one per size.
+    pub fn outputs(&self) -> Arc<Outputs> {
+        Arc::clone(&self.outputs.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Pipelines built so far, and how many of them were restarts.
@@ -382,22 +423,49 @@ impl Camera {
     }
 
     /// Replaces the camera's configuration. The supervisor restarts the
-    /// pipeline with it; viewers stay attached.
+    /// pipeline with it; viewers stay attached, except those of a size the
+    /// new configuration no longer has, whose streams end.
     pub fn reconfigure(&self, configured: Configured) {
+        {
+            let mut outputs = self.outputs.write().unwrap_or_else(PoisonError::into_inner);
+            *outputs = Arc::new(outputs.reconfigured(wanted_outputs(&configured), &self.cancel));
+        }
         self.configured.send_replace(Arc::new(configured));
     }
 
-    /// Registers a viewer, starting the camera if it is idle.
-    pub fn attach(self: &Arc<Self>) -> Viewer {
-        self.viewers.send_modify(|n| *n += 1);
-        Viewer {
-            frames: self.hub.subscribe(),
-            camera: Arc::clone(self),
+    /// The output a viewer asks for with `?size=`: none or `default` is
+    /// the camera's default size; `full` is for snapshots only.
+    pub fn output(&self, size: Option<&str>, snapshot: bool) -> Result<Arc<Output>, SizeError> {
+        let outputs = self.outputs();
+        let name = size.unwrap_or(DEFAULT_SIZE);
+        match outputs.get(name) {
+            Some(output) if output.kind() == Kind::Snapshot && !snapshot => {
+                Err(SizeError::SnapshotOnly {
+                    id: self.id.clone(),
+                })
+            }
+            Some(output) => Ok(Arc::clone(output)),
+            None if outputs.get(FULL_SIZE).is_none() => Err(SizeError::OneSize {
+                id: self.id.clone(),
+                size: crate::redact::redact_text(name).into_owned(),
+            }),
+            None => Err(SizeError::Unknown {
+                id: self.id.clone(),
+                size: crate::redact::redact_text(name).into_owned(),
+                known: outputs
+                    .stream_names()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+                full: true,
+            }),
         }
     }
 
-    /// Registers a viewer unless the camera already has `max_viewers`.
-    pub fn try_attach(self: &Arc<Self>) -> Result<Viewer, OpenError> {
+    /// Registers a viewer of `output` (the camera's `full` for a snapshot
+    /// request) unless the camera already has `max_viewers`, starting the
+    /// camera if it is idle.
+    pub fn try_attach(self: &Arc<Self>, output: &Arc<Output>) -> Result<Viewer, OpenError> {
         let limit = self
             .configured()
             .settings
@@ -418,16 +486,20 @@ impl Camera {
                 limit,
             });
         }
+        output.attach();
         Ok(Viewer {
-            frames: self.hub.subscribe(),
+            frames: output.hub().subscribe(),
+            output: Arc::clone(output),
             camera: Arc::clone(self),
         })
     }
 
-    /// Registers a viewer and waits, at most `wait`, until there is a frame
-    /// to show. Fails at once if the camera cannot start or is full.
+    /// Registers a viewer of the default size and waits, at most `wait`,
+    /// until there is a frame to show. Fails at once if the camera cannot
+    /// start or is full.
     pub async fn open(self: &Arc<Self>, wait: Duration) -> Result<Viewer, OpenError> {
-        self.try_attach()?.ready(wait).await
+        let default = Arc::clone(self.outputs().default_output());
+        self.try_attach(&default)?.ready(wait).await
     }
 
     /// Cancelled when this camera is shut down (removed, or the server
@@ -576,7 +648,7 @@ impl Camera {
             }
         }
         drop(outage);
-        self.hub.clear();
+        self.outputs().clear();
         self.set_state(State::Stopped);
     }
 
@@ -617,44 +689,87 @@ impl Camera {
                 _ = configured.changed() => return true,
                 _ = idle_for(viewers.clone(), Duration::ZERO), if outage.is_some() => {
                     *outage = None;
-                    self.hub.clear();
+                    self.outputs().clear();
                 }
             }
         }
     }
 
     /// Starts showing viewers a placeholder, if there are viewers and the
-    /// camera has streamed (so the output size is known). Otherwise clears
-    /// the newest frame, so nobody is shown a stale picture as live.
+    /// camera has streamed (so the source's size is known): each watched
+    /// size gets one at its own output size. Otherwise clears the newest
+    /// frames, so nobody is shown a stale picture as live.
     fn begin_outage(&self, name: &str, viewers: &watch::Receiver<usize>) -> Option<Outage> {
-        let size = unpack_size(self.last_output.load(Ordering::Relaxed));
-        let (Some((width, height)), true) = (size, *viewers.borrow() > 0) else {
-            self.hub.clear();
+        let outputs = self.outputs();
+        // The pipeline's own note of the size when the run ended before
+        // its first frame was noticed (the first-frame check is a tick: a
+        // camera can deliver a frame to a viewer and die before it).
+        let source = unpack_size(self.last_input.load(Ordering::Relaxed)).or_else(|| {
+            let seen = self.stats.input();
+            if let Some((w, h)) = seen {
+                self.last_input.store(pack_size(w, h), Ordering::Relaxed);
+            }
+            seen
+        });
+        let (Some(source), true) = (source, *viewers.borrow() > 0) else {
+            outputs.clear();
             return None;
         };
         let now = SystemTime::now();
         self.status.send_modify(|st| st.offline_since = Some(now));
         let local = chrono::DateTime::<chrono::Local>::from(now).format("%H:%M:%S");
         let text = format!("{name}\nOFFLINE since {local}\nreconnecting…");
-        let hub = Arc::clone(&self.hub);
+        let began = Instant::now();
         let task = tokio::spawn(
             async move {
-                let rendered =
-                    tokio::task::spawn_blocking(move || render_placeholder(width, height, &text))
-                        .await;
-                let jpeg = match rendered {
-                    Ok(Ok(jpeg)) => jpeg,
-                    Ok(Err(e)) => {
-                        warn!("cannot draw the offline placeholder: {e}");
-                        hub.clear();
-                        return;
-                    }
-                    Err(_) => return,
-                };
+                // Drawn once per output size, when a size of that output
+                // size first has a viewer (None: it could not be drawn).
+                let mut drawn: Vec<((u32, u32), Option<bytes::Bytes>)> = Vec::new();
                 let mut tick = tokio::time::interval(PLACEHOLDER_INTERVAL);
                 loop {
                     tick.tick().await;
-                    hub.publish(jpeg.clone(), width, height, FrameKind::Placeholder);
+                    for output in outputs.iter() {
+                        if output.kind() != Kind::Stream || output.viewers() == 0 {
+                            continue;
+                        }
+                        // A size that is live again is left alone.
+                        let live = output
+                            .hub()
+                            .latest()
+                            .is_some_and(|f| f.is_live() && f.captured_at > began);
+                        if live {
+                            continue;
+                        }
+                        let (width, height) =
+                            crate::pipeline::scaled_size(source.0, source.1, output.spec().scale);
+                        let jpeg = match drawn.iter().find(|(size, _)| *size == (width, height)) {
+                            Some((_, jpeg)) => jpeg.clone(),
+                            None => {
+                                let text = text.clone();
+                                let rendered = tokio::task::spawn_blocking(move || {
+                                    render_placeholder(width, height, &text)
+                                })
+                                .await;
+                                let jpeg = match rendered {
+                                    Ok(Ok(jpeg)) => Some(jpeg),
+                                    Ok(Err(e)) => {
+                                        warn!("cannot draw the offline placeholder: {e}");
+                                        None
+                                    }
+                                    Err(_) => return,
+                                };
+                                drawn.push(((width, height), jpeg.clone()));
+                                jpeg
+                            }
+                        };
+                        let Some(jpeg) = jpeg else {
+                            output.hub().clear();
+                            continue;
+                        };
+                        output
+                            .hub()
+                            .publish(jpeg, width, height, FrameKind::Placeholder);
+                    }
                 }
             }
             .in_current_span(),
@@ -666,7 +781,7 @@ impl Camera {
     /// placeholders, no stale newest frame, not "offline".
     fn go_dark(&self, outage: &mut Option<Outage>) {
         *outage = None;
-        self.hub.clear();
+        self.outputs().clear();
         self.end_outage();
     }
 
@@ -726,7 +841,7 @@ impl Camera {
         outage: &mut Option<Outage>,
     ) -> Exit {
         if let Some(relay) = &run.settings.relay {
-            return self.run_relay(run, relay, configured).await;
+            return self.run_relay(run, relay, configured, outage).await;
         }
         let mut run = *run;
         let settings = run.settings;
@@ -828,7 +943,6 @@ impl Camera {
         }
         self.counters.starts.fetch_add(1, Ordering::Relaxed);
         self.stats.input_size.store(0, Ordering::Relaxed);
-        self.stats.output_size.store(0, Ordering::Relaxed);
         let failed = |error: CameraError| Exit::Failed {
             error,
             streamed_for: Duration::ZERO,
@@ -845,14 +959,15 @@ impl Camera {
             st.transport = label;
             changed
         });
+        let outputs = self.outputs();
+        outputs.restart();
         let output = FrameOutput {
-            hub: Arc::clone(&self.hub),
+            outputs,
             stats: Arc::clone(&self.stats),
         };
-        let scale = settings.scale;
         let redactor: Redactor = settings.redactor();
         let built = tokio::task::spawn_blocking(move || {
-            let pipeline = Pipeline::build(&plan, scale, output, redactor)?;
+            let pipeline = Pipeline::build(&plan, output, redactor)?;
             // On a failed start the pipeline is dropped here, which sets it
             // to NULL on this blocking thread.
             pipeline.start()?;
@@ -871,13 +986,15 @@ impl Camera {
         );
 
         let mut events = pipeline.events();
-        let mut frames = self.hub.subscribe();
-        frames.mark_unchanged();
         let mut streaming_since: Option<Instant> = None;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut first_frame_tick = tokio::time::interval(FIRST_FRAME_TICK);
         let started = Instant::now();
-        let mut last_count = self.stats.frames_out.load(Ordering::Relaxed);
+        // Frames reaching camstream, whether or not a size needs them: a
+        // camera nobody watches (always_on) is as alive as a watched one.
+        let mut last_count = self.stats.source_frames.load(Ordering::Relaxed);
+        let first_count = last_count;
         let mut last_progress = Instant::now();
         let mut fps_window = (Instant::now(), last_count);
         let idle = idle_for(viewers.clone(), settings.idle_timeout);
@@ -910,29 +1027,26 @@ impl Camera {
                     Some(PipelineEvent::SingleImages) => break Exit::SingleImages,
                     None => break failed(CameraError::Internal("the pipeline's bus closed".into())),
                 },
-                // Only until the first live frame: placeholders published
-                // during an outage change the hub too.
-                r = frames.changed(), if streaming_since.is_none() => {
-                    let live = r.is_ok() && frames.borrow_and_update().as_ref().is_some_and(|f| f.is_live());
-                    if live {
+                _ = first_frame_tick.tick(), if streaming_since.is_none() => {
+                    if self.stats.source_frames.load(Ordering::Relaxed) != first_count {
                         streaming_since = Some(Instant::now());
                         learned.transport = attempt.transport;
                         *outage = None;
                         self.end_outage();
-                        if let Some((w, h)) = self.stats.output() {
-                            self.last_output.store(pack_size(w, h), Ordering::Relaxed);
+                        if let Some((w, h)) = self.stats.input() {
+                            self.last_input.store(pack_size(w, h), Ordering::Relaxed);
                         }
                         self.set_state(State::Streaming);
                         self.note_decoder(&pipeline, &mut learned.decoding);
                         info!(
-                            input = ?self.stats.input(), output = ?self.stats.output(),
+                            input = ?self.stats.input(),
                             decoder = pipeline.decoders().in_use().map_or_else(|| "-".into(), |d| d.name),
                             after_ms = started.elapsed().as_millis() as u64, "first frame"
                         );
                     }
                 }
                 _ = tick.tick() => {
-                    let count = self.stats.frames_out.load(Ordering::Relaxed);
+                    let count = self.stats.source_frames.load(Ordering::Relaxed);
                     let now = Instant::now();
                     if count != last_count {
                         last_count = count;
@@ -992,16 +1106,20 @@ impl Camera {
 }
 
 impl Camera {
-    /// One run of a relay camera: pulls the upstream's stream into the hub
-    /// until it fails, stalls, the last viewer has been gone for
-    /// `idle_timeout`, or the camera is reconfigured or shut down. The same
-    /// states, bounds and back-off as a pipeline's run; the outage
-    /// placeholders are the supervisor's, as for any camera.
+    /// One run of a relay camera: pulls the upstream's stream of each size
+    /// that has viewers here (`?size=NAME`; the default size also while
+    /// `always_on`) into that size's hub, starting and stopping pulls as
+    /// sizes are watched and left, until a pull fails or stalls, the last
+    /// viewer has been gone for `idle_timeout`, or the camera is
+    /// reconfigured or shut down. The same states, bounds and back-off as
+    /// a pipeline's run; the outage placeholders are the supervisor's, as
+    /// for any camera.
     async fn run_relay(
         &self,
         run: &Run<'_>,
         relay: &RelaySource,
         configured: &mut watch::Receiver<Arc<Configured>>,
+        outage: &mut Option<Outage>,
     ) -> Exit {
         let Run {
             settings,
@@ -1014,80 +1132,96 @@ impl Camera {
         }
         self.counters.starts.fetch_add(1, Ordering::Relaxed);
         self.stats.input_size.store(0, Ordering::Relaxed);
-        self.stats.output_size.store(0, Ordering::Relaxed);
         self.status.send_if_modified(|st| {
             let changed = st.transport != Some("mjpeg");
             st.transport = Some("mjpeg");
             changed
         });
         info!(source = %settings.source_display(), "relay started");
-        let stats = &self.stats;
-        let hub = &self.hub;
-        let pull = upstream::pull(
-            relay,
-            None,
-            |frame| {
-                // What a pipeline run counts, so fps, the watchdog and
-                // /metrics read a relayed camera as any other.
-                stats.frames_in.fetch_add(1, Ordering::Relaxed);
-                let packed = pack_size(frame.width, frame.height);
-                stats.input_size.store(packed, Ordering::Relaxed);
-                stats.output_size.store(packed, Ordering::Relaxed);
-                stats
-                    .bytes_out
-                    .fetch_add(frame.jpeg.len() as u64, Ordering::Relaxed);
-                stats.frames_out.fetch_add(1, Ordering::Relaxed);
-                hub.publish(frame.jpeg, frame.width, frame.height, frame.kind);
-            },
-            || {
-                stats.frames_in.fetch_add(1, Ordering::Relaxed);
-            },
-        );
-        tokio::pin!(pull);
-        let mut frames = self.hub.subscribe();
-        frames.mark_unchanged();
+        let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<UpstreamError>();
+        // Each size's pull, and since when nobody watches that size.
+        let mut pulls: HashMap<String, (AbortOnDropHandle<()>, Option<Instant>)> = HashMap::new();
         let mut streaming_since: Option<Instant> = None;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut last_count = self.stats.frames_out.load(Ordering::Relaxed);
+        let mut first_frame_tick = tokio::time::interval(FIRST_FRAME_TICK);
+        let first_count = self.stats.source_frames.load(Ordering::Relaxed);
+        let mut last_count = first_count;
         let mut last_progress = Instant::now();
         let mut fps_window = (Instant::now(), last_count);
         let idle = idle_for(viewers.clone(), settings.idle_timeout);
         tokio::pin!(idle);
+        let mut viewers = viewers.clone();
         let streamed_for = |since: Option<Instant>| since.map_or(Duration::ZERO, |t| t.elapsed());
-        loop {
+        let exit = loop {
+            // The pulls follow the watched sizes: a size's pull starts with
+            // its first viewer and stops `idle_timeout` after its last, as
+            // a camera's pipeline does.
+            let outputs = self.outputs();
+            let watched =
+                |i: usize, output: &Output| output.viewers() > 0 || (settings.always_on && i == 0);
+            let now = Instant::now();
+            pulls.retain(|name, (_, unwatched)| {
+                let Some((i, output)) = outputs.iter().enumerate().find(|(_, o)| o.name() == name)
+                else {
+                    return false;
+                };
+                if watched(i, output) {
+                    *unwatched = None;
+                    return true;
+                }
+                now - *unwatched.get_or_insert(now) < settings.idle_timeout
+            });
+            for (i, output) in outputs.iter().enumerate() {
+                if !watched(i, output) || pulls.contains_key(output.name()) {
+                    continue;
+                }
+                let size = (i > 0).then(|| output.name().to_string());
+                let task = tokio::spawn(
+                    relay_pull(
+                        relay.clone(),
+                        size,
+                        Arc::clone(output),
+                        Arc::clone(&self.stats),
+                        failed_tx.clone(),
+                    )
+                    .in_current_span(),
+                );
+                pulls.insert(
+                    output.name().to_string(),
+                    (AbortOnDropHandle::new(task), None),
+                );
+            }
             tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => return Exit::Shutdown,
-                _ = configured.changed() => return Exit::Reconfigured,
-                result = &mut pull => {
-                    let error = match result {
-                        Err(e) => CameraError::Upstream(e),
-                        Ok(()) => CameraError::EndOfStream,
-                    };
-                    return Exit::Failed { error, streamed_for: streamed_for(streaming_since) };
-                }
-                r = frames.changed(), if streaming_since.is_none() => {
-                    let live = r.is_ok() && frames.borrow_and_update().as_ref().is_some_and(|f| f.is_live());
-                    if live {
+                _ = self.cancel.cancelled() => break Exit::Shutdown,
+                _ = configured.changed() => break Exit::Reconfigured,
+                Some(error) = failed_rx.recv() => break Exit::Failed {
+                    error: CameraError::Upstream(error),
+                    streamed_for: streamed_for(streaming_since),
+                },
+                _ = viewers.changed() => {}
+                _ = first_frame_tick.tick(), if streaming_since.is_none() => {
+                    if self.stats.source_frames.load(Ordering::Relaxed) != first_count {
                         streaming_since = Some(Instant::now());
+                        *outage = None;
                         self.end_outage();
-                        if let Some((w, h)) = self.stats.output() {
-                            self.last_output.store(pack_size(w, h), Ordering::Relaxed);
+                        if let Some((w, h)) = self.stats.input() {
+                            self.last_input.store(pack_size(w, h), Ordering::Relaxed);
                         }
                         self.set_state(State::Streaming);
-                        info!(output = ?self.stats.output(), "first frame from the upstream");
+                        info!(input = ?self.stats.input(), "first frame from the upstream");
                     }
                 }
                 _ = tick.tick() => {
-                    let count = self.stats.frames_out.load(Ordering::Relaxed);
+                    let count = self.stats.source_frames.load(Ordering::Relaxed);
                     let now = Instant::now();
                     if count != last_count {
                         last_count = count;
                         last_progress = now;
                         // The upstream's placeholders size ours too.
-                        if let Some((w, h)) = self.stats.output() {
-                            self.last_output.store(pack_size(w, h), Ordering::Relaxed);
+                        if let Some((w, h)) = self.stats.input() {
+                            self.last_input.store(pack_size(w, h), Ordering::Relaxed);
                         }
                     }
                     let error = match streaming_since {
@@ -1101,7 +1235,7 @@ impl Camera {
                         _ => None,
                     };
                     if let Some(error) = error {
-                        return Exit::Failed { error, streamed_for: streamed_for(streaming_since) };
+                        break Exit::Failed { error, streamed_for: streamed_for(streaming_since) };
                     }
                     let elapsed = now - fps_window.0;
                     if elapsed >= Duration::from_secs(1) {
@@ -1114,13 +1248,71 @@ impl Camera {
                         });
                     }
                 }
-                _ = &mut idle, if !settings.always_on => {
-                    info!("no viewers for {:?}: stopped", settings.idle_timeout);
-                    return Exit::Idle;
+                _ = &mut idle, if !settings.always_on => break Exit::Idle,
+            }
+        };
+        // Every pull ends with the run.
+        drop(pulls);
+        match &exit {
+            Exit::Idle => info!("no viewers for {:?}: stopped", settings.idle_timeout),
+            Exit::Reconfigured => info!("configuration changed: restarting"),
+            _ => {}
+        }
+        exit
+    }
+}
+
+/// One size's pull of a relayed camera: each live frame into the size's
+/// output (counted as a source frame, which is what the supervisor's
+/// first-frame, watchdog and fps read), the upstream's placeholders
+/// passed on as placeholders; the error that ends it to `failed`.
+async fn relay_pull(
+    relay: RelaySource,
+    size: Option<String>,
+    output: Arc<Output>,
+    stats: Arc<PipelineStats>,
+    failed: tokio::sync::mpsc::UnboundedSender<UpstreamError>,
+) {
+    let scale = output.spec().scale;
+    let result = upstream::pull(
+        &relay,
+        size.as_deref(),
+        |frame| match frame.kind {
+            FrameKind::Live => {
+                stats.source_frames.fetch_add(1, Ordering::Relaxed);
+                // The source's size, as the upstream's scale implies: what
+                // the placeholders of every size are sized from.
+                let source = |v: u32| (f64::from(v) / scale).round() as u32;
+                stats.input_size.store(
+                    pack_size(source(frame.width), source(frame.height)),
+                    Ordering::Relaxed,
+                );
+                output.stats().frames_in.fetch_add(1, Ordering::Relaxed);
+                output.publish(frame.jpeg, frame.width, frame.height);
+            }
+            FrameKind::Placeholder => {
+                if output.viewers() > 0 {
+                    output.hub().publish(
+                        frame.jpeg,
+                        frame.width,
+                        frame.height,
+                        FrameKind::Placeholder,
+                    );
                 }
             }
-        }
-    }
+        },
+        || {
+            output.stats().frames_in.fetch_add(1, Ordering::Relaxed);
+        },
+    )
+    .await;
+    let error = match result {
+        Err(e) => e,
+        Ok(()) => UpstreamError::Ended {
+            upstream: relay.upstream.name.clone(),
+        },
+    };
+    let _ = failed.send(error);
 }
 
 /// What every attempt of one (re)start shares.
@@ -1147,10 +1339,12 @@ async fn idle_for(mut viewers: watch::Receiver<usize>, idle: Duration) {
     }
 }
 
-/// A viewer of a camera: keeps the camera running while it exists.
+/// A viewer of one of a camera's sizes: keeps the camera running, and
+/// that size's branch open, while it exists.
 #[derive(Debug)]
 pub struct Viewer {
     frames: FrameReceiver,
+    output: Arc<Output>,
     camera: Arc<Camera>,
 }
 
@@ -1159,15 +1353,67 @@ impl Viewer {
         &mut self.frames
     }
 
+    /// The size this viewer watches.
+    pub fn output(&self) -> &Arc<Output> {
+        &self.output
+    }
+
+    /// Cancelled when the camera shuts down or this size is removed from
+    /// it: the viewer's stream ends.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.output.cancel_token()
+    }
+
     /// Waits, at most `wait`, until the camera has a frame to show. Fails
     /// at once if it cannot start; the viewer is released on failure.
     pub async fn ready(self, wait: Duration) -> Result<Viewer, OpenError> {
-        let camera = Arc::clone(&self.camera);
         let mut frames = self.frames.clone();
+        self.wait_for_frame(&mut frames, wait, |frame| frame.is_some())
+            .await
+            .map(|()| self)
+    }
+
+    /// The frame a snapshot answers with, waiting at most `wait`: for the
+    /// `full` size one made for this request (shared with every request
+    /// waiting at that moment, or the one already made from the source's
+    /// current frame); for any other size its newest live frame.
+    pub async fn snapshot(self, wait: Duration) -> Result<Arc<Frame>, OpenError> {
+        let mut frames = match self.output.kind() {
+            Kind::Snapshot => {
+                let current = self.camera.stats.source_frames.load(Ordering::Relaxed);
+                match self.output.request(current) {
+                    Request::Ready(frame) => return Ok(frame),
+                    Request::Wait(frames) => frames,
+                }
+            }
+            Kind::Stream => self.frames.clone(),
+        };
+        self.wait_for_frame(&mut frames, wait, |frame| {
+            frame.as_ref().is_some_and(|f| f.is_live())
+        })
+        .await?;
+        let frame = frames.borrow().clone();
+        frame
+            .filter(|f| f.is_live())
+            .ok_or_else(|| OpenError::Unavailable {
+                id: self.camera.id.clone(),
+                reason: "the camera is offline".into(),
+            })
+    }
+
+    /// Waits until `frames` holds a frame `done` accepts, the camera fails,
+    /// or `wait` passes.
+    async fn wait_for_frame(
+        &self,
+        frames: &mut FrameReceiver,
+        wait: Duration,
+        done: impl Fn(&Option<Arc<Frame>>) -> bool,
+    ) -> Result<(), OpenError> {
+        let camera = &self.camera;
         let mut status = camera.status.subscribe();
         let outcome = timeout(wait, async {
             loop {
-                if frames.borrow_and_update().is_some() {
+                if done(&frames.borrow_and_update()) {
                     return Ok(());
                 }
                 {
@@ -1191,7 +1437,7 @@ impl Viewer {
         })
         .await;
         match outcome {
-            Ok(Ok(())) => Ok(self),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(OpenError::Unavailable {
                 id: camera.id.clone(),
                 reason,
@@ -1217,6 +1463,7 @@ impl Viewer {
 
 impl Drop for Viewer {
     fn drop(&mut self) {
+        self.output.detach();
         self.camera
             .viewers
             .send_modify(|n| *n = n.saturating_sub(1));
@@ -1255,10 +1502,43 @@ pub struct CameraInfo {
     pub always_on: Option<bool>,
     pub starts: u64,
     pub restarts: u64,
+    /// Frames from the source that reached camstream.
     pub frames_in: u64,
+    /// Frames published over all sizes (encoded or passed through).
     pub frames_out: u64,
+    /// Frames the sizes' leaky queues dropped to stay current.
     pub frames_dropped: u64,
     pub urls: CameraUrls,
+    /// `default`, the camera's own sizes in name order, then `full`.
+    pub sizes: Vec<SizeInfo>,
+}
+
+/// One size of a camera, as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SizeInfo {
+    pub name: String,
+    pub scale: f64,
+    pub quality: u8,
+    /// The source's own JPEG frames go out as they are: no decode, no
+    /// encode (a JPEG source at scale 1).
+    pub passthrough: bool,
+    /// The frames' size now: scale x the source's real size, while the
+    /// camera runs.
+    pub output: Option<Resolution>,
+    pub viewers: usize,
+    /// Frames published (each encoded once for all its viewers, or passed
+    /// through).
+    pub frames_out: u64,
+    pub frames_dropped: u64,
+    pub urls: SizeUrls,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SizeUrls {
+    /// None for `full`, which is for snapshots only.
+    pub stream: Option<String>,
+    pub snapshot: String,
+    pub display: Option<String>,
 }
 
 /// How a camera decodes, as the API shows it.
@@ -1300,8 +1580,14 @@ impl Camera {
         let resolution =
             |s: Option<(u32, u32)>| s.map(|(width, height)| Resolution { width, height });
         let running = matches!(status.state, State::Starting | State::Streaming);
-        let frames_in = self.stats.frames_in.load(Ordering::Relaxed);
-        let frames_out = self.stats.frames_out.load(Ordering::Relaxed);
+        let input = running.then(|| self.stats.input()).flatten();
+        let outputs = self.outputs();
+        let sizes: Vec<SizeInfo> = outputs
+            .iter()
+            .map(|o| size_info(&self.id, o, input))
+            .collect();
+        let frames_out = sizes.iter().map(|s| s.frames_out).sum();
+        let frames_dropped = sizes.iter().map(|s| s.frames_dropped).sum();
         let (starts, restarts) = self.starts();
         let id = self.id.as_str();
         // Masked here, once, for everything that shows a camera.
@@ -1335,8 +1621,8 @@ impl Camera {
                     .as_deref()
                     .map(|f| secrets.redact(f)),
             },
-            input: running.then(|| resolution(self.stats.input())).flatten(),
-            output: running.then(|| resolution(self.stats.output())).flatten(),
+            input: resolution(input),
+            output: sizes.first().and_then(|s| s.output),
             fps: (status.fps * 10.0).round() / 10.0,
             viewers: self.viewer_count(),
             // A relay camera passes the upstream's JPEGs on: its own scale
@@ -1347,15 +1633,77 @@ impl Camera {
             always_on: settings.map(|s| s.always_on),
             starts,
             restarts,
-            frames_in,
+            frames_in: self.stats.source_frames.load(Ordering::Relaxed),
             frames_out,
-            frames_dropped: frames_in.saturating_sub(frames_out),
+            frames_dropped,
             urls: CameraUrls {
                 stream: format!("/api/cameras/{id}/stream.mjpeg"),
                 snapshot: format!("/api/cameras/{id}/snapshot.jpg"),
                 display: format!("/api/cv/display?camera_id={id}"),
             },
+            sizes,
         }
+    }
+}
+
+/// One output as the API shows it; `input` is the source's real size
+/// while the camera runs.
+fn size_info(id: &CameraId, output: &Output, input: Option<(u32, u32)>) -> SizeInfo {
+    let spec = output.spec();
+    let name = output.name();
+    let query = if name == DEFAULT_SIZE {
+        String::new()
+    } else {
+        format!("size={name}")
+    };
+    let with = |base: String, sep: char| {
+        if query.is_empty() {
+            base
+        } else {
+            format!("{base}{sep}{query}")
+        }
+    };
+    let stream = output.kind() == Kind::Stream;
+    let passthrough = output.is_passthrough();
+    SizeInfo {
+        name: name.to_string(),
+        scale: spec.scale,
+        quality: spec.quality,
+        passthrough,
+        output: input.map(|(w, h)| {
+            let (width, height) = if passthrough {
+                (w, h)
+            } else {
+                crate::pipeline::scaled_size(w, h, spec.scale)
+            };
+            Resolution { width, height }
+        }),
+        viewers: output.viewers(),
+        frames_out: output.stats().frames_out.load(Ordering::Relaxed),
+        frames_dropped: output.stats().frames_dropped(),
+        urls: SizeUrls {
+            stream: stream.then(|| with(format!("/api/cameras/{id}/stream.mjpeg"), '?')),
+            snapshot: with(format!("/api/cameras/{id}/snapshot.jpg"), '?'),
+            display: stream.then(|| with(format!("/api/cv/display?camera_id={id}"), '&')),
+        },
+    }
+}
+
+/// The outputs a configuration asks for. A camera that cannot run gets
+/// its default size, so its viewers are told why it cannot run.
+fn wanted_outputs(configured: &Configured) -> Vec<Wanted> {
+    match &configured.settings {
+        // A relayed camera has the upstream's stream sizes; no `full`,
+        // which would need a decode here.
+        Ok(settings) if settings.relay.is_some() => Outputs::wanted(settings, true)
+            .into_iter()
+            .filter(|w| w.kind == Kind::Stream)
+            .collect(),
+        Ok(settings) => {
+            let managed = settings.plan().map_or(true, |p| p.managed);
+            Outputs::wanted(settings, managed)
+        }
+        Err(_) => Outputs::wanted_for(DEFAULT_SCALE, DEFAULT_QUALITY),
     }
 }
 

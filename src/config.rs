@@ -7,7 +7,7 @@
 //! column. A bad camera only fails that camera: it is still listed, in state
 //! `failed` with the reason, and every other camera runs.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -74,6 +74,20 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = DEFAULT_MAX_VIEWERS + 1000;
 /// every viewer comes from the proxy's address, so this must fit a proxy
 /// with several hundred viewers; on a LAN without one, lower it.
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 1000;
+
+/// The size a bare URL serves: the camera's own `scale` and `quality`.
+/// Reserved: `?size=default` is the same as no `size`.
+pub const DEFAULT_SIZE: &str = "default";
+/// The source's full resolution, for `snapshot.jpg?size=full` only.
+/// Reserved.
+pub const FULL_SIZE: &str = "full";
+/// Sizes one camera may name besides its default. Each watched size is a
+/// scaler and an encoder of its own, so a handful covers every use (tile,
+/// large view, a wall); the cap keeps a typo'd loop in a generated config
+/// from building dozens of branches.
+pub const MAX_SIZES: usize = 8;
+/// The longest size name: it sits in URLs and in the API.
+pub const MAX_SIZE_NAME_LEN: usize = 32;
 
 /// A fatal configuration error: camstream cannot start with this file.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +169,78 @@ impl<'de> Deserialize<'de> for CameraId {
         };
         CameraId::new(raw).map_err(serde::de::Error::custom)
     }
+}
+
+/// The name of one of a camera's `sizes`, as `?size=NAME` gives it: 1-32
+/// lowercase letters, digits, `_` or `-`, starting with a letter, and not
+/// one of the reserved names `default` and `full`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SizeName(String);
+
+impl SizeName {
+    pub fn new(name: impl Into<String>) -> Result<SizeName, String> {
+        let name = name.into();
+        if name == DEFAULT_SIZE || name == FULL_SIZE {
+            return Err(format!(
+                "size name \"{name}\" is reserved (size=default is the camera's scale and quality, \
+                 size=full the source's full resolution for snapshot.jpg): pick another name"
+            ));
+        }
+        let valid = !name.is_empty()
+            && name.len() <= MAX_SIZE_NAME_LEN
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+        if !valid {
+            return Err(format!(
+                "size name {:?} is not a short identifier: use 1 to {MAX_SIZE_NAME_LEN} lowercase \
+                 letters, digits, '_' or '-', starting with a letter (e.g. thumb, large)",
+                redact_text(&name)
+            ));
+        }
+        Ok(SizeName(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SizeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SizeName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        SizeName::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One entry of a `sizes` table, as written:
+/// `thumb = { scale = 0.125, quality = 70 }`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SizeConfig {
+    pub scale: f64,
+    /// Read wide and range-checked, as the camera's own `quality`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<i64>,
+}
+
+/// A `sizes` table: name -> size.
+pub type SizesConfig = BTreeMap<SizeName, SizeConfig>;
+
+/// One of a camera's sizes, validated, its quality filled in from the
+/// camera's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Size {
+    pub name: SizeName,
+    pub scale: f64,
+    pub quality: u8,
 }
 
 /// A `source` as written: OpenCV's camera index or a string.
@@ -394,6 +480,9 @@ pub struct Defaults {
     pub mjpeg_lowres: Option<bool>,
     pub first_frame_timeout_s: Option<f64>,
     pub tls_verify: Option<bool>,
+    /// Sizes every camera offers; a camera's own `sizes` add to these or
+    /// replace them by name.
+    pub sizes: Option<SizesConfig>,
     pub decoder: Option<Decoder>,
 }
 
@@ -434,6 +523,9 @@ pub struct CameraConfig {
     /// Verify `rtsps://`/`https://` certificates (false accepts any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_verify: Option<bool>,
+    /// Sizes a viewer can ask for with `?size=NAME`, besides the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizes: Option<SizesConfig>,
     /// Which decoders decodebin may plug: auto, software, or a hardware
     /// family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -470,6 +562,8 @@ pub struct CameraSettings {
     pub first_frame_timeout: Duration,
     /// Verify TLS certificates of `rtsps://` and `https://` sources.
     pub tls_verify: bool,
+    /// The sizes besides the default one (`scale`, `quality`), by name.
+    pub sizes: Vec<Size>,
     /// Which decoders decodebin may plug.
     pub decoder: Decoder,
     /// The override's text and where it came from.
@@ -492,9 +586,7 @@ impl CameraSettings {
         RenderOptions {
             transport: self.transport,
             latency_ms: self.latency_ms,
-            quality: self.quality,
             max_fps: self.max_fps,
-            scale: self.scale,
             mjpeg_lowres: self.mjpeg_lowres,
             tls_verify: self.tls_verify,
             decoder: self.decoder,
@@ -593,6 +685,7 @@ impl CameraConfig {
             mjpeg_lowres: None,
             first_frame_timeout_s: None,
             tls_verify: None,
+            sizes: None,
             decoder: None,
             pipeline: None,
             pipeline_file: None,
@@ -622,6 +715,12 @@ impl CameraConfig {
                 "quality = {quality} is out of range: use a JPEG quality from 1 to 100"
             ));
         }
+        let sizes = resolve_sizes(
+            defaults.sizes.as_ref(),
+            self.sizes.as_ref(),
+            quality.clamp(1, 100) as u8,
+            &mut problems,
+        );
         let max_fps = self.max_fps.or(defaults.max_fps);
         if let Some(fps) = max_fps
             && !(1..=1000).contains(&fps)
@@ -750,6 +849,7 @@ impl CameraConfig {
             mjpeg_lowres: self.mjpeg_lowres.or(defaults.mjpeg_lowres).unwrap_or(true),
             first_frame_timeout: Duration::from_secs_f64(first_frame_timeout_s.clamp(1.0, 600.0)),
             tls_verify: self.tls_verify.or(defaults.tls_verify).unwrap_or(true),
+            sizes,
             decoder: self.decoder.or(defaults.decoder).unwrap_or_default(),
             pipeline,
             relay: None,
@@ -767,6 +867,55 @@ impl CameraConfig {
             Err(settings.redactor().redact(&problems.join("; ")))
         }
     }
+}
+
+/// The camera's sizes: those of `[defaults]`, with the camera's own added
+/// or replacing them by name, in name order. A size without `quality`
+/// takes the camera's. Problems are added to `problems`, each naming the
+/// size.
+fn resolve_sizes(
+    defaults: Option<&SizesConfig>,
+    own: Option<&SizesConfig>,
+    quality: u8,
+    problems: &mut Vec<String>,
+) -> Vec<Size> {
+    let mut merged: SizesConfig = defaults.cloned().unwrap_or_default();
+    merged.extend(
+        own.into_iter()
+            .flatten()
+            .map(|(n, s)| (n.clone(), s.clone())),
+    );
+    if merged.len() > MAX_SIZES {
+        problems.push(format!(
+            "sizes: {} sizes (with those of [defaults]) is more than {MAX_SIZES}: each watched \
+             size is a scaler and an encoder of its own; keep the ones viewers use",
+            merged.len()
+        ));
+    }
+    let mut sizes = Vec::with_capacity(merged.len());
+    for (name, size) in merged {
+        if !(size.scale > 0.0 && size.scale <= 1.0) {
+            problems.push(format!(
+                "sizes.{name}: scale = {} is out of range: use a factor above 0 and at most 1 \
+                 (0.5 is half the camera's width and height)",
+                size.scale
+            ));
+        }
+        if let Some(q) = size.quality
+            && !(1..=100).contains(&q)
+        {
+            problems.push(format!(
+                "sizes.{name}: quality = {q} is out of range: use a JPEG quality from 1 to 100, \
+                 or leave it out for the camera's"
+            ));
+        }
+        sizes.push(Size {
+            name,
+            scale: size.scale.clamp(f64::MIN_POSITIVE, 1.0),
+            quality: size.quality.map_or(quality, |q| q.clamp(1, 100) as u8),
+        });
+    }
+    sizes
 }
 
 /// Reads `file` from the pipelines directory, refusing paths that leave it
@@ -827,14 +976,34 @@ impl CameraEntry {
             ..CameraConfig::new(id.clone())
         }
         .resolve(defaults, pipelines_dir)
-        .map(|settings| CameraSettings {
-            name: remote.name.clone(),
-            source: None,
-            relay: Some(RelaySource {
-                upstream: Arc::clone(upstream),
-                camera: remote.id.clone(),
-            }),
-            ..settings
+        .map(|settings| {
+            // The upstream's sizes, each pulled as it is (`?size=NAME`):
+            // their scale and quality size the placeholders here.
+            let default = remote.sizes.iter().find(|s| s.name == DEFAULT_SIZE);
+            let sizes = remote
+                .sizes
+                .iter()
+                .filter(|s| s.name != DEFAULT_SIZE && s.name != FULL_SIZE)
+                .filter_map(|s| {
+                    Some(Size {
+                        name: SizeName::new(s.name.clone()).ok()?,
+                        scale: s.scale,
+                        quality: s.quality,
+                    })
+                })
+                .collect();
+            CameraSettings {
+                name: remote.name.clone(),
+                source: None,
+                scale: default.map_or(settings.scale, |d| d.scale),
+                quality: default.map_or(settings.quality, |d| d.quality),
+                sizes,
+                relay: Some(RelaySource {
+                    upstream: Arc::clone(upstream),
+                    camera: remote.id.clone(),
+                }),
+                ..settings
+            }
         });
         Some(CameraEntry {
             id,
@@ -1229,6 +1398,63 @@ mod tests {
     }
 
     #[test]
+    fn sizes_merge_with_the_defaults_by_name() {
+        let config = parse(
+            "[defaults]\nquality = 70\n[defaults.sizes]\nthumb = { scale = 0.125 }\n\
+             large = { scale = 0.5, quality = 90 }\n\
+             [[cameras]]\nid = \"a\"\nsource = \"test:\"\n\
+             [cameras.sizes]\nlarge = { scale = 1.0 }\nwall = { scale = 0.75, quality = 50 }\n",
+        )
+        .unwrap();
+        let a = config.cameras[0].settings.as_ref().unwrap();
+        let sizes: Vec<(&str, f64, u8)> = a
+            .sizes
+            .iter()
+            .map(|s| (s.name.as_str(), s.scale, s.quality))
+            .collect();
+        // The camera's `large` replaces the defaults' whole; a size with no
+        // quality takes the camera's.
+        assert_eq!(
+            sizes,
+            [("large", 1.0, 70), ("thumb", 0.125, 70), ("wall", 0.75, 50)]
+        );
+    }
+
+    #[test]
+    fn bad_sizes_fail_only_that_camera_naming_the_size() {
+        let bad = |sizes: &str| {
+            let config = parse(&format!(
+                "[[cameras]]\nid = \"a\"\nsource = \"test:\"\n[cameras.sizes]\n{sizes}\n"
+            ))
+            .unwrap();
+            config.cameras[0].settings.as_ref().unwrap_err().clone()
+        };
+        let err = bad("full = { scale = 1.0 }");
+        assert!(err.contains("size name \"full\" is reserved"), "{err}");
+        let err = bad("default = { scale = 1.0 }");
+        assert!(err.contains("size name \"default\" is reserved"), "{err}");
+        let err = bad("Big = { scale = 1.0 }");
+        assert!(err.contains("is not a short identifier"), "{err}");
+        let err = bad("big = { scale = 0 }");
+        assert!(
+            err.contains("sizes.big: scale = 0 is out of range"),
+            "{err}"
+        );
+        let err = bad("big = { scale = 0.5, quality = 0 }");
+        assert!(
+            err.contains("sizes.big: quality = 0 is out of range"),
+            "{err}"
+        );
+        let err = bad("big = { scale = 0.5, qualty = 50 }");
+        assert!(err.contains("qualty"), "{err}");
+        let many: String = (0..=MAX_SIZES)
+            .map(|i| format!("s{i} = {{ scale = 0.5 }}\n"))
+            .collect();
+        let err = bad(&many);
+        assert!(err.contains("is more than 8"), "{err}");
+    }
+
+    #[test]
     fn duplicate_and_empty_ids() {
         let config = parse(
             "[[cameras]]\nid = 1\nsource = 0\n[[cameras]]\nid = \"1\"\nsource = 1\n[[cameras]]\nid = \"\"\nsource = 2\n",
@@ -1419,9 +1645,19 @@ mod tests {
              [[upstreams]]\nname = \"edge\"\nurl = \"http://e:8000\"\ntoken = \"up-token-0123456789\"\n",
         )
         .unwrap();
+        let size = |name: &str, scale: f64, quality: u8| crate::upstream::RemoteSize {
+            name: name.into(),
+            scale,
+            quality,
+        };
         let remote = RemoteCamera {
             id: "gate".into(),
             name: "Gate".into(),
+            sizes: vec![
+                size("default", 0.5, 70),
+                size("thumb", 0.125, 60),
+                size("full", 1.0, 70),
+            ],
         };
         let entry = CameraEntry::relay(
             &config.upstreams[0],
@@ -1435,6 +1671,14 @@ mod tests {
         assert_eq!(settings.name, "Gate");
         assert_eq!(settings.idle_timeout, Duration::from_secs(3));
         assert_eq!(settings.max_viewers, 7);
+        // The upstream's sizes; `full` is not relayed.
+        assert_eq!((settings.scale, settings.quality), (0.5, 70));
+        let sizes: Vec<_> = settings
+            .sizes
+            .iter()
+            .map(|s| (s.name.as_str(), s.scale))
+            .collect();
+        assert_eq!(sizes, [("thumb", 0.125)]);
         assert!(settings.source.is_none());
         assert_eq!(
             settings.source_display(),

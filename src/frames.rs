@@ -99,36 +99,57 @@ impl FrameHub {
     }
 }
 
-/// Counters one pipeline run updates from its streaming threads, read by the
-/// camera for the API and metrics. Atomics only: a streaming thread never
-/// takes a lock here.
+/// A camera's counters, updated from its pipeline's streaming threads and
+/// its viewers, read for the API and metrics. Atomics only: a streaming
+/// thread never takes a lock here. What each size encodes is counted in
+/// its own [`OutputStats`].
 #[derive(Debug, Default)]
 pub struct PipelineStats {
-    /// Decoded frames that reached camstream's scale/encode tail.
-    pub frames_in: AtomicU64,
-    /// Frames encoded and published.
-    pub frames_out: AtomicU64,
-    /// JPEG bytes produced.
-    pub bytes_out: AtomicU64,
+    /// Frames from the source that reached camstream's part of the
+    /// pipeline (after the `max_fps` cap), whether or not any size needed
+    /// them: the camera's liveness and frame rate.
+    pub source_frames: AtomicU64,
     /// The source's real resolution, packed by [`pack_size`]; 0 = unknown.
     pub input_size: AtomicU64,
-    /// The encoded frames' resolution, packed; 0 = unknown.
-    pub output_size: AtomicU64,
-    /// Time jpegenc took per frame, measured by pad probes around it.
-    pub encode_time: Histogram,
     /// Bytes written to viewers (streams, snapshots, the grid socket):
-    /// what the camera costs in bandwidth, as opposed to `bytes_out`.
+    /// what the camera costs in bandwidth, as opposed to what its sizes
+    /// encode.
     pub bytes_sent: AtomicU64,
-    /// The highest `frames_in - frames_out` reported so far (see
-    /// [`PipelineStats::frames_dropped`]).
-    dropped_reported: AtomicU64,
 }
 
 impl PipelineStats {
-    /// Frames the leaky queue discarded to stay current, as a counter that
-    /// never goes down. `frames_in - frames_out` alone can dip by one while
-    /// a frame is inside the encoder, which a Prometheus counter must not
-    /// do; so this reports the running maximum, at most one frame high.
+    pub fn input(&self) -> Option<(u32, u32)> {
+        unpack_size(self.input_size.load(Ordering::Relaxed))
+    }
+}
+
+/// The counters of one size's branch: frames let in while it was watched,
+/// frames encoded (or passed through) and published, and what encoding
+/// took.
+#[derive(Debug, Default)]
+pub struct OutputStats {
+    /// Frames that entered the branch (it drops every frame while nobody
+    /// watches the size).
+    pub frames_in: AtomicU64,
+    /// Frames encoded, or passed through, and published.
+    pub frames_out: AtomicU64,
+    /// JPEG bytes produced.
+    pub bytes_out: AtomicU64,
+    /// The published frames' resolution, packed; 0 = none yet.
+    pub output_size: AtomicU64,
+    /// Time jpegenc took per frame, measured by pad probes around it.
+    pub encode_time: Histogram,
+    /// The highest `frames_in - frames_out` reported so far (see
+    /// [`OutputStats::frames_dropped`]).
+    dropped_reported: AtomicU64,
+}
+
+impl OutputStats {
+    /// Frames the branch's leaky queue discarded to stay current, as a
+    /// counter that never goes down. `frames_in - frames_out` alone can
+    /// dip by one while a frame is inside the encoder, which a Prometheus
+    /// counter must not do; so this reports the running maximum, at most
+    /// one frame high.
     pub fn frames_dropped(&self) -> u64 {
         let seen = self
             .frames_in
@@ -137,10 +158,6 @@ impl PipelineStats {
         self.dropped_reported
             .fetch_max(seen, Ordering::Relaxed)
             .max(seen)
-    }
-
-    pub fn input(&self) -> Option<(u32, u32)> {
-        unpack_size(self.input_size.load(Ordering::Relaxed))
     }
 
     pub fn output(&self) -> Option<(u32, u32)> {
@@ -284,7 +301,7 @@ mod tests {
 
     #[test]
     fn dropped_frames_never_go_down() {
-        let stats = PipelineStats::default();
+        let stats = OutputStats::default();
         stats.frames_in.store(10, Ordering::Relaxed);
         stats.frames_out.store(7, Ordering::Relaxed);
         assert_eq!(stats.frames_dropped(), 3);

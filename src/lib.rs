@@ -15,6 +15,7 @@ pub mod frames;
 pub mod http;
 pub mod jpeg;
 pub mod logging;
+pub mod outputs;
 pub mod pipeline;
 pub mod redact;
 pub mod registry;

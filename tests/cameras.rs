@@ -431,6 +431,7 @@ async fn a_snapshot_url_that_stops_sending_jpegs_says_so() {
             && error.contains("point source at the camera's MJPEG stream or snapshot URL"),
         "{error}"
     );
-    assert!(info["frames_out"].as_u64().unwrap() >= 1, "{info}");
+    // Snapshots arrived (and nobody watched, so none was encoded).
+    assert!(info["frames_in"].as_u64().unwrap() >= 1, "{info}");
     app.shutdown().await;
 }

@@ -74,7 +74,9 @@ fn rtsp_camera(id: &str, url: &str, extra: &str) -> String {
 
 async fn streaming(app: &camstream::App, id: &str) -> Value {
     wait_for_camera(app, id, STREAMING, "streaming", |c| {
-        c["state"] == "streaming" && c["frames_out"].as_u64().unwrap_or(0) > 0
+        // Decoded frames reach camstream (frames_in); nothing is encoded
+        // for an always_on camera nobody watches, so frames_out stays 0.
+        c["state"] == "streaming" && c["frames_in"].as_u64().unwrap_or(0) > 0
     })
     .await
     .unwrap()

@@ -84,21 +84,29 @@ async fn metrics_parse_and_count_what_happened() {
 
     let m = samples(&text);
     let live = |name: &str| m[&format!("{name}{{camera=\"live\"}}")];
-    assert!(live("camstream_frames_in_total") >= 10.0, "{text}");
-    assert!(live("camstream_frames_encoded_total") >= 10.0);
-    assert!(live("camstream_frames_encoded_total") <= live("camstream_frames_in_total"));
-    assert!(live("camstream_frames_dropped_total") >= 0.0);
-    assert_eq!(live("camstream_viewers"), 1.0);
-    assert!(live("camstream_bytes_encoded_total") > 0.0);
+    // Per size (issue 12): the stream watches the default size.
+    let default = |name: &str| m[&format!("{name}{{camera=\"live\",size=\"default\"}}")];
+    let full = |name: &str| m[&format!("{name}{{camera=\"live\",size=\"full\"}}")];
+    assert!(live("camstream_source_frames_total") >= 10.0, "{text}");
+    assert!(default("camstream_frames_in_total") >= 10.0, "{text}");
+    assert!(default("camstream_frames_encoded_total") >= 10.0);
+    assert!(default("camstream_frames_encoded_total") <= default("camstream_frames_in_total"));
+    assert!(default("camstream_frames_dropped_total") >= 0.0);
+    assert_eq!(default("camstream_viewers"), 1.0);
+    assert!(default("camstream_bytes_encoded_total") > 0.0);
+    // Nobody asked for a full-size snapshot: nothing was let in or encoded.
+    assert_eq!(full("camstream_frames_in_total"), 0.0, "{text}");
+    assert_eq!(full("camstream_frames_encoded_total"), 0.0);
+    assert_eq!(full("camstream_viewers"), 0.0);
     // Ten frames went out to the stream.
     assert!(live("camstream_bytes_sent_total") >= 10.0 * 100.0);
     assert_eq!(live("camstream_pipeline_starts_total"), 1.0);
     assert_eq!(live("camstream_restarts_total"), 0.0);
-    assert!(live("camstream_encode_seconds_count") >= 10.0);
-    assert!(live("camstream_encode_seconds_sum") > 0.0);
+    assert!(default("camstream_encode_seconds_count") >= 10.0);
+    assert!(default("camstream_encode_seconds_sum") > 0.0);
     assert_eq!(
-        m["camstream_encode_seconds_bucket{camera=\"live\",le=\"+Inf\"}"],
-        live("camstream_encode_seconds_count")
+        m["camstream_encode_seconds_bucket{camera=\"live\",size=\"default\",le=\"+Inf\"}"],
+        default("camstream_encode_seconds_count")
     );
     assert_eq!(
         m["camstream_camera_state{camera=\"live\",state=\"streaming\"}"],
@@ -135,8 +143,8 @@ async fn metrics_parse_and_count_what_happened() {
         }
     }
     assert!(
-        later["camstream_frames_encoded_total{camera=\"live\"}"]
-            > live("camstream_frames_encoded_total")
+        later["camstream_frames_encoded_total{camera=\"live\",size=\"default\"}"]
+            > default("camstream_frames_encoded_total")
     );
     drop(stream);
     app.shutdown().await;

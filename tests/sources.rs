@@ -7,7 +7,6 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use camstream::frames::{FrameHub, PipelineStats};
 use camstream::pipeline::{FrameOutput, Pipeline};
 use camstream::redact::Redactor;
 use camstream::source::{PipelineText, RenderOptions, Source, plan};
@@ -183,13 +182,13 @@ fn the_scale_follows_a_mid_stream_resolution_change() {
         &RenderOptions::default(),
     )
     .unwrap();
-    let hub = Arc::new(FrameHub::default());
-    let stats = Arc::new(PipelineStats::default());
-    let output = FrameOutput {
-        hub: Arc::clone(&hub),
-        stats: Arc::clone(&stats),
-    };
-    let pipeline = Pipeline::build(&plan, 0.25, output, Redactor::default()).unwrap();
+    let output = FrameOutput::standalone(0.25);
+    let stats = output.stats.clone();
+    // Watched, so the default size's branch lets frames in.
+    let default = output.outputs.default_output().clone();
+    default.attach();
+    let hub = default.hub();
+    let pipeline = Pipeline::build(&plan, output, Redactor::default()).unwrap();
     pipeline.start().unwrap();
 
     let wait_for = |size: (u32, u32)| {
@@ -249,31 +248,37 @@ async fn an_mjpeg_source_at_a_quarter_is_decoded_at_a_quarter() {
     assert_eq!(info["output"]["width"], 320, "{info}");
     relay.shutdown().await;
 
-    // The same camera's pipeline, looked into: the decoder's output, the
+    // The same camera's pipeline, looked into: the fragment ends at the
+    // JPEG parts, camstream's DCT decoder follows, and its output, the
     // scaler's input, is already 320x180.
     let config = camstream::Config::parse(&camera_toml, None).unwrap();
     let settings = config.cameras[0].settings.as_ref().unwrap();
     let plan = settings.plan().unwrap();
     assert!(
         plan.description
-            .contains("jpegparse ! camstreamjpegdec name=camstream_dec max-scale=0.25"),
+            .ends_with("multipartdemux single-stream=true ! capsfilter caps=image/jpeg"),
         "{}",
         plan.description
     );
-    let hub = Arc::new(FrameHub::default());
-    let stats = Arc::new(PipelineStats::default());
-    let output = FrameOutput {
-        hub: Arc::clone(&hub),
-        stats: Arc::clone(&stats),
-    };
-    let scale = settings.scale;
+    let output = FrameOutput::standalone(settings.scale);
+    let stats = output.stats.clone();
+    let default = output.outputs.default_output().clone();
+    default.attach();
+    let hub = default.hub();
     let pipeline = tokio::task::spawn_blocking(move || {
-        let pipeline = Pipeline::build(&plan, scale, output, Redactor::default()).unwrap();
+        let pipeline = Pipeline::build(&plan, output, Redactor::default()).unwrap();
         pipeline.start().unwrap();
         pipeline
     })
     .await
     .unwrap();
+    assert!(
+        pipeline
+            .graph()
+            .contains("decoder: camstreamjpegdec max-scale=0.25"),
+        "{}",
+        pipeline.graph()
+    );
     let deadline = std::time::Instant::now() + PART_TIMEOUT;
     while hub.latest().is_none() {
         assert!(std::time::Instant::now() < deadline, "no frame");
@@ -281,7 +286,7 @@ async fn an_mjpeg_source_at_a_quarter_is_decoded_at_a_quarter() {
     }
     let decoded = pipeline
         .gst_pipeline()
-        .by_name("camstream_scale")
+        .by_name("default-scale")
         .and_then(|scaler| scaler.static_pad("sink"))
         .and_then(|pad| pad.current_caps())
         .and_then(|caps| {
@@ -293,6 +298,88 @@ async fn an_mjpeg_source_at_a_quarter_is_decoded_at_a_quarter() {
     let image = decode_jpeg(&frame.jpeg).unwrap();
     assert_eq!((image.width, image.height), (320, 180));
     assert_eq!(stats.input(), Some((1280, 720)));
+    tokio::task::spawn_blocking(move || pipeline.stop())
+        .await
+        .unwrap();
+    origin.shutdown().await;
+}
+
+/// The caps on a size's scaler input (what the decoder made), and its
+/// appsink's newest frame size.
+fn scaler_input(pipeline: &Pipeline, size: &str) -> Option<(i32, i32)> {
+    pipeline
+        .gst_pipeline()
+        .by_name(&format!("{size}-scale"))
+        .and_then(|scaler| scaler.static_pad("sink"))
+        .and_then(|pad| pad.current_caps())
+        .and_then(|caps| {
+            let s = caps.structure(0)?;
+            Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dct_decoder_follows_the_largest_size_being_watched() {
+    // 1280x720 MJPEG; sizes thumb (1/8), the default (1/4), large (1/2).
+    let origin = app::start(
+        "[[cameras]]\nid = \"origin\"\nsource = \"test:smpte?width=1280&height=720\"\nscale = 1\n",
+    )
+    .await;
+    let camera_toml = format!(
+        "[[cameras]]\nid = \"relay\"\nsource = \"{}/api/cameras/origin/stream.mjpeg\"\n\
+         [cameras.sizes]\nthumb = {{ scale = 0.125 }}\nlarge = {{ scale = 0.5 }}\n",
+        base(&origin)
+    );
+    let config = camstream::Config::parse(&camera_toml, None).unwrap();
+    let settings = config.cameras[0].settings.as_ref().unwrap();
+    let plan = settings.plan().unwrap();
+    let output = FrameOutput::for_settings(settings, true);
+    let outputs = Arc::clone(&output.outputs);
+    let thumb = Arc::clone(outputs.get("thumb").unwrap());
+    let large = Arc::clone(outputs.get("large").unwrap());
+    thumb.attach();
+    let pipeline = tokio::task::spawn_blocking(move || {
+        let pipeline = Pipeline::build(&plan, output, Redactor::default()).unwrap();
+        pipeline.start().unwrap();
+        pipeline
+    })
+    .await
+    .unwrap();
+    // Polled on this worker thread, handed over to the runtime meanwhile
+    // (the origin serves from it).
+    let wait_for = |what: &str, check: &dyn Fn() -> bool| {
+        tokio::task::block_in_place(|| {
+            let deadline = std::time::Instant::now() + PART_TIMEOUT;
+            while !check() {
+                assert!(std::time::Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let max_scale = |p: &Pipeline| {
+        p.gst_pipeline()
+            .by_name("decoder")
+            .map(|d| d.property::<f64>("max-scale"))
+    };
+    // Only thumb watched: decoded at 1/8, nothing for the others.
+    wait_for("a thumb frame", &|| thumb.hub().latest().is_some());
+    assert_eq!(max_scale(&pipeline), Some(0.125));
+    assert_eq!(scaler_input(&pipeline, "thumb"), Some((160, 90)));
+    assert!(large.hub().latest().is_none());
+    // large joins: decoded at 1/2 from then on, and thumb still 160x90.
+    large.attach();
+    wait_for("a large frame", &|| large.hub().latest().is_some());
+    assert_eq!(max_scale(&pipeline), Some(0.5));
+    assert_eq!(scaler_input(&pipeline, "large"), Some((640, 360)));
+    let frame = thumb.hub().latest().unwrap();
+    assert_eq!((frame.width, frame.height), (160, 90));
+    let frame = large.hub().latest().unwrap();
+    assert_eq!((frame.width, frame.height), (640, 360));
+    // large leaves: back to 1/8.
+    large.detach();
+    wait_for("max-scale back to 1/8", &|| {
+        max_scale(&pipeline) == Some(0.125)
+    });
     tokio::task::spawn_blocking(move || pipeline.stop())
         .await
         .unwrap();

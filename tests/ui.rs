@@ -72,8 +72,9 @@ fn by_id(tiles: &Value) -> HashMap<String, Value> {
 async fn sixteen_cameras_are_live_in_one_tab() {
     // Small moving test patterns (a bouncing ball, scrolling bars with a
     // clock): every new frame differs from the last.
-    let mut cameras =
-        format!("[server.auth]\nview_tokens = [\"{VIEW_TOKEN}\"]\n[defaults]\nscale = 0.5\n");
+    let mut cameras = format!(
+        "[server.auth]\nview_tokens = [\"{VIEW_TOKEN}\"]\n[defaults]\nscale = 0.5\n[defaults.sizes]\nlarge = {{ scale = 1.0 }}\n"
+    );
     for i in 1..=CAMERAS {
         let pattern = if i % 2 == 1 { "ball" } else { "demo" };
         cameras.push_str(&format!(
@@ -128,8 +129,9 @@ async fn sixteen_cameras_are_live_in_one_tab() {
         .unwrap();
     println!("screenshot: {}", shot.display());
 
-    // The large view: a plain MJPEG <img> of the clicked camera, with its
-    // snapshot link and stream URL.
+    // The large view: a plain MJPEG <img> of the clicked camera at its
+    // `large` size (the tiles have the smaller default), with its
+    // full-size snapshot link and stream URL.
     page.eval("document.querySelector('.tile[data-camera=\"cam03\"]').click()")
         .await
         .unwrap();
@@ -151,17 +153,17 @@ async fn sixteen_cameras_are_live_in_one_tab() {
         .unwrap();
     assert_eq!(
         view["url"],
-        format!("{}/api/cameras/cam03/stream.mjpeg", base(&app))
+        format!("{}/api/cameras/cam03/stream.mjpeg?size=large", base(&app))
     );
     assert_eq!(
         view["snapshot"],
         format!(
-            "{}/api/cameras/cam03/snapshot.jpg?token={VIEW_TOKEN}",
+            "{}/api/cameras/cam03/snapshot.jpg?size=full&token={VIEW_TOKEN}",
             base(&app)
         )
     );
     assert_eq!(view["name"], "Camera 3");
-    assert_eq!(view["width"], 160);
+    assert_eq!(view["width"], 320, "the large size, not the tiles' 160");
     let shot = page
         .screenshot(&target_dir().join("ui-view.png"))
         .await

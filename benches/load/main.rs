@@ -100,6 +100,8 @@ struct Cam {
     viewers: usize,
     /// Query string of each viewer's stream URL.
     query: &'static str,
+    /// More viewers of the same camera at other sizes: (query, viewers).
+    also: &'static [(&'static str, usize)],
     /// Frames per second each viewer should get.
     expect_fps: f64,
 }
@@ -296,6 +298,7 @@ fn scenarios(rtsp: &RtspSource, mjpeg: &MjpegSource) -> Vec<Scenario> {
         toml: format!("source = \"{source}\"\n{extra}"),
         viewers,
         query,
+        also: &[],
         expect_fps: fps,
     };
     let one = |viewers, front| Run::Camstream {
@@ -441,6 +444,71 @@ fn scenarios(rtsp: &RtspSource, mjpeg: &MjpegSource) -> Vec<Scenario> {
                     "",
                     f64::from(FPS),
                 )],
+                front: Front::Http,
+            },
+            floor: Some("floor-mjpeg"),
+            quick: true,
+        },
+    ]);
+    // Sizes (issue 12): one decode, one encode per watched size.
+    let (w2, h2) = {
+        let even = |v: u32| ((f64::from(v) * 0.5 / 2.0).round() as u32) * 2;
+        (even(1920), even(1080))
+    };
+    let sizes = "[cameras.sizes]\nlarge = { scale = 0.5 }\nthumb = { scale = 0.125 }\n";
+    let with_sizes = |viewers, query, also| Cam {
+        also,
+        ..cam(&h1080, sizes, viewers, query, f64::from(FPS))
+    };
+    list.extend([
+        Scenario {
+            name: "floor-1080-two",
+            about: "bare pipeline: 1080p30 H.264 -> tee -> 480x270 JPEG and 960x540 JPEG -> fakesinks",
+            run: Run::Floor {
+                chains: vec![
+                    format!("{} ! tee name=t ! queue leaky=downstream max-size-buffers=1 ! videoconvertscale ! video/x-raw,width={w},height={h} ! jpegenc quality={QUALITY}",
+                        rtsp_chain(&h1080, Mount::H1080).split(" ! videoconvertscale").next().unwrap()),
+                    format!("t. ! queue leaky=downstream max-size-buffers=1 ! videoconvertscale ! video/x-raw,width={w2},height={h2} ! jpegenc quality={QUALITY}"),
+                ],
+            },
+            floor: None,
+            quick: true,
+        },
+        Scenario {
+            name: "c1-two-sizes",
+            about: "camstream, 1 camera 1080p30 H.264, default (480x270) and large (960x540) both watched (thumb configured, unwatched)",
+            run: Run::Camstream {
+                cams: vec![with_sizes(1, "", &[("?size=large", 1)])],
+                front: Front::Http,
+            },
+            floor: Some("floor-1080-two"),
+            quick: true,
+        },
+        Scenario {
+            name: "c1-unwatched-sizes",
+            about: "as c1-v1 with two more sizes configured that nobody watches (compare with c1-v1)",
+            run: Run::Camstream {
+                cams: vec![with_sizes(1, "", &[])],
+                front: Front::Http,
+            },
+            floor: Some("floor-1080"),
+            quick: true,
+        },
+        Scenario {
+            name: "c1-v100-sizes",
+            about: "100 viewers split over three sizes: 34 default, 33 thumb, 33 large",
+            run: Run::Camstream {
+                cams: vec![with_sizes(34, "", &[("?size=thumb", 33), ("?size=large", 33)])],
+                front: Front::Http,
+            },
+            floor: Some("floor-1080-two"),
+            quick: true,
+        },
+        Scenario {
+            name: "mjpeg-passthrough",
+            about: "camstream relaying 1080p30 MJPEG at scale = 1.0: frames passed through, no decode, no encode",
+            run: Run::Camstream {
+                cams: vec![cam(&mjpeg.url(), "scale = 1.0\n", 1, "", f64::from(FPS))],
                 front: Front::Http,
             },
             floor: Some("floor-mjpeg"),
@@ -973,17 +1041,35 @@ async fn run_camstream(
     };
 
     // Viewers.
-    let total_viewers: usize = cams.iter().map(|c| c.viewers).sum();
-    let total_fps: f64 = cams.iter().map(|c| c.viewers as f64 * c.expect_fps).sum();
+    let groups = |c: &Cam| {
+        std::iter::once((c.query, c.viewers))
+            .chain(c.also.iter().copied())
+            .collect::<Vec<_>>()
+    };
+    let viewers_of = |c: &Cam| groups(c).iter().map(|(_, n)| n).sum::<usize>();
+    let total_viewers: usize = cams.iter().map(viewers_of).sum();
+    let total_fps: f64 = cams
+        .iter()
+        .map(|c| viewers_of(c) as f64 * c.expect_fps)
+        .sum();
     let sample_every = (total_fps / DECODE_BUDGET).ceil().max(1.0) as u64;
     let shared = Shared::start(epoch, Some(Arc::clone(&mjpeg.sent)));
     let stop = CancellationToken::new();
     let mut stats = Vec::new();
     let mut tasks = Vec::new();
-    for (i, cam) in cams.iter().enumerate() {
-        for _ in 0..cam.viewers {
+    let viewers: Vec<(usize, &str)> = cams
+        .iter()
+        .enumerate()
+        .flat_map(|(i, cam)| {
+            groups(cam)
+                .into_iter()
+                .flat_map(move |(query, n)| std::iter::repeat_n((i, query), n))
+        })
+        .collect();
+    {
+        for &(i, query) in &viewers {
             let s = Arc::new(ViewerStats::default());
-            let path = format!("/api/cameras/{prefix}c{i}/stream.mjpeg{}", cam.query);
+            let path = format!("/api/cameras/{prefix}c{i}/stream.mjpeg{query}");
             let target = match &viewer_tls {
                 Some(tls) => Target::H2 {
                     addr: viewer_addr,

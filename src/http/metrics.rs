@@ -1,10 +1,11 @@
 //! `GET /metrics`: Prometheus text exposition format 0.0.4.
 //!
-//! Per camera (label `camera="ID"`): frames in, encoded and dropped, bytes
-//! encoded and sent, viewers, pipeline starts and restarts, measured fps,
-//! the encode-time histogram and the state as a one-hot gauge. Then the
-//! process: resident memory, CPU seconds, open file descriptors, threads,
-//! read from /proc/self. Every value is read from atomics or watch
+//! Per camera (label `camera="ID"`): frames from the source, bytes sent,
+//! pipeline starts and restarts, measured fps and the state as a one-hot
+//! gauge. Per size of a camera (labels `camera`, `size`): viewers, frames
+//! let in, encoded and dropped, bytes encoded and the encode-time
+//! histogram. Then the process: resident memory, CPU seconds, open file
+//! descriptors, threads, read from /proc/self. Every value is read from atomics or watch
 //! channels; serving metrics never waits on a camera.
 //!
 //! The format is written directly: it is a few lines of text, and the
@@ -12,6 +13,7 @@
 //! tests.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use warp::Reply;
@@ -19,6 +21,7 @@ use warp::http::{HeaderValue, header};
 
 use super::AppState;
 use crate::camera::State;
+use crate::outputs::Output;
 
 /// What Prometheus expects for the text format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -75,6 +78,9 @@ fn float(v: f64) -> String {
         format!("{v}")
     }
 }
+
+/// A camera's outputs, each with its size name as shown (masked).
+type NamedOutputs = Vec<(String, Arc<Output>)>;
 
 pub fn render(state: &AppState) -> warp::reply::Response {
     let cameras = state.cameras.all();
@@ -179,42 +185,18 @@ pub fn render(state: &AppState) -> warp::reply::Response {
     // One pass per family, as the format wants every sample of a family
     // together.
     type Counter = fn(&crate::camera::Camera) -> u64;
-    let counters: [(&str, &str, &str, Counter); 8] = [
+    let counters: [(&str, &str, &str, Counter); 4] = [
         (
-            "camstream_frames_in_total",
+            "camstream_source_frames_total",
             "counter",
-            "Decoded frames that reached the scale/encode stage.",
-            |c| c.stats().frames_in.load(Ordering::Relaxed),
-        ),
-        (
-            "camstream_frames_encoded_total",
-            "counter",
-            "Frames JPEG-encoded and published to viewers (once for all viewers).",
-            |c| c.stats().frames_out.load(Ordering::Relaxed),
-        ),
-        (
-            "camstream_frames_dropped_total",
-            "counter",
-            "Frames discarded before encoding because encoding fell behind the source.",
-            |c| c.stats().frames_dropped(),
-        ),
-        (
-            "camstream_bytes_encoded_total",
-            "counter",
-            "JPEG bytes produced by the encoder.",
-            |c| c.stats().bytes_out.load(Ordering::Relaxed),
+            "Frames from the source that reached camstream (after max_fps), whether or not a size needed them.",
+            |c| c.stats().source_frames.load(Ordering::Relaxed),
         ),
         (
             "camstream_bytes_sent_total",
             "counter",
             "Bytes written to viewers: streams, snapshots and the grid WebSocket.",
             |c| c.stats().bytes_sent.load(Ordering::Relaxed),
-        ),
-        (
-            "camstream_viewers",
-            "gauge",
-            "Viewers attached now (streams, snapshots in progress, grid tiles).",
-            |c| c.viewer_count() as u64,
         ),
         (
             "camstream_pipeline_starts_total",
@@ -239,7 +221,7 @@ pub fn render(state: &AppState) -> warp::reply::Response {
     e.family(
         "camstream_fps",
         "gauge",
-        "Encoded frames per second, measured over the last second.",
+        "Frames per second from the source, measured over the last second.",
     );
     for (camera, id) in cameras.iter().zip(&ids) {
         e.sample(
@@ -265,32 +247,88 @@ pub fn render(state: &AppState) -> warp::reply::Response {
         }
     }
 
+    // Per size: each camera's outputs, read once for every family.
+    let sizes: Vec<(&str, NamedOutputs)> = cameras
+        .iter()
+        .zip(&ids)
+        .map(|(camera, id)| {
+            let outputs = camera
+                .outputs()
+                .iter()
+                .map(|o| (redactor.redact(o.name()), Arc::clone(o)))
+                .collect();
+            (id.as_str(), outputs)
+        })
+        .collect();
+    type SizeCounter = fn(&Output) -> u64;
+    let per_size: [(&str, &str, &str, SizeCounter); 5] = [
+        (
+            "camstream_viewers",
+            "gauge",
+            "Viewers attached now (streams, snapshots in progress, grid tiles), by size.",
+            |o| o.viewers() as u64,
+        ),
+        (
+            "camstream_frames_in_total",
+            "counter",
+            "Frames let into the size's branch (none while nobody watches it).",
+            |o| o.stats().frames_in.load(Ordering::Relaxed),
+        ),
+        (
+            "camstream_frames_encoded_total",
+            "counter",
+            "Frames of the size JPEG-encoded (or passed through) and published, once for all its viewers.",
+            |o| o.stats().frames_out.load(Ordering::Relaxed),
+        ),
+        (
+            "camstream_frames_dropped_total",
+            "counter",
+            "Frames of the size discarded before encoding because encoding fell behind the source.",
+            |o| o.stats().frames_dropped(),
+        ),
+        (
+            "camstream_bytes_encoded_total",
+            "counter",
+            "JPEG bytes the size's branch produced.",
+            |o| o.stats().bytes_out.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, read) in per_size {
+        e.family(name, kind, help);
+        for (id, outputs) in &sizes {
+            for (size, output) in outputs {
+                e.sample(name, &[("camera", id), ("size", size)], read(output));
+            }
+        }
+    }
+
     e.family(
         "camstream_encode_seconds",
         "histogram",
-        "Time jpegenc took per frame.",
+        "Time jpegenc took per frame, by size.",
     );
-    for (camera, id) in cameras.iter().zip(&ids) {
-        let id = id.as_str();
-        let h = camera.stats().encode_time.snapshot();
-        for (le, count) in &h.cumulative {
+    for (id, outputs) in &sizes {
+        for (size, output) in outputs {
+            let h = output.stats().encode_time.snapshot();
+            let bucket = |e: &mut Exposition, le: &str, count: u64| {
+                e.sample(
+                    "camstream_encode_seconds_bucket",
+                    &[("camera", id), ("size", size), ("le", le)],
+                    count,
+                );
+            };
+            for (le, count) in &h.cumulative {
+                bucket(&mut e, &float(*le), *count);
+            }
+            bucket(&mut e, "+Inf", h.count);
+            let labels = [("camera", *id), ("size", size.as_str())];
             e.sample(
-                "camstream_encode_seconds_bucket",
-                &[("camera", id), ("le", &float(*le))],
-                count,
+                "camstream_encode_seconds_sum",
+                &labels,
+                float(h.sum_seconds),
             );
+            e.sample("camstream_encode_seconds_count", &labels, h.count);
         }
-        e.sample(
-            "camstream_encode_seconds_bucket",
-            &[("camera", id), ("le", "+Inf")],
-            h.count,
-        );
-        e.sample(
-            "camstream_encode_seconds_sum",
-            &[("camera", id)],
-            float(h.sum_seconds),
-        );
-        e.sample("camstream_encode_seconds_count", &[("camera", id)], h.count);
     }
 
     process(&mut e);

@@ -26,10 +26,10 @@ use warp::{Filter, Rejection, Reply};
 use access::{Need, Params, Refused, RouteSpec, Router};
 pub use redirect::redirect_routes;
 
-use crate::camera::{Camera, OpenError, Viewer};
+use crate::camera::{Camera, OpenError, SizeError, Viewer};
 use crate::config::CameraId;
 use crate::control::{Control, ManageError};
-use crate::frames::FrameKind;
+use crate::outputs::Output;
 use crate::redact::redact_text;
 use crate::registry::Cameras;
 
@@ -78,6 +78,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error(transparent)]
     Open(#[from] OpenError),
+    #[error(transparent)]
+    Size(#[from] SizeError),
     #[error("no such endpoint: {0}")]
     NotFound(String),
     #[error("method not allowed here: this path answers {allow}")]
@@ -118,9 +120,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::UnknownCamera(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::BadId(_) | ApiError::BadRequest(_) | ApiError::BadPath(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadId(_)
+            | ApiError::BadRequest(_)
+            | ApiError::BadPath(_)
+            | ApiError::Size(_) => StatusCode::BAD_REQUEST,
             ApiError::TooManyFailedLogins { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Open(_) | ApiError::ServerFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -147,6 +150,7 @@ impl ApiError {
             ApiError::UnknownCamera(_) => "unknown_camera",
             ApiError::BadId(_) => "bad_camera_id",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::Size(_) => "unknown_size",
             ApiError::Open(OpenError::Unavailable { .. }) => "camera_unavailable",
             ApiError::Open(OpenError::Timeout { .. }) => "camera_timeout",
             ApiError::Open(OpenError::TooManyViewers { .. }) | ApiError::ServerFull(_) => {
@@ -319,9 +323,11 @@ pub fn routes(state: AppState) -> (Arc<[RouteSpec]>, BoxedFilter<(warp::reply::R
             "/api/cameras/{id}/snapshot.jpg",
             Need::ViewWithQueryToken,
             |p| {
-                p.and(s()).then(|p: Params, state: AppState| async move {
-                    respond(snapshot(&state, p.id()).await)
-                })
+                p.and(s()).and(query()).then(
+                    |p: Params, state: AppState, q: HashMap<String, String>| async move {
+                        respond(snapshot(&state, p.id(), &q).await)
+                    },
+                )
             },
         )
         // The route of the OpenCV + Django backend this replaces, so an
@@ -483,29 +489,42 @@ fn wait_for(configured: &crate::camera::Configured) -> Duration {
         .map_or(OPEN_WAIT, |s| s.first_frame_timeout + OPEN_MARGIN)
 }
 
+/// `?size=NAME`: which of the camera's sizes; none is its default size.
+fn size_param(query: &HashMap<String, String>) -> Option<&str> {
+    query.get("size").map(String::as_str)
+}
+
 /// The one place viewers are admitted, for MJPEG streams, snapshots and
-/// each camera of a grid socket: within `[server] max_viewers` over all
-/// cameras, and the camera's own `max_viewers`.
-fn admit(state: &AppState, camera: &Arc<Camera>) -> Result<Viewer, ApiError> {
+/// each camera of a grid socket, whatever size they watch: within
+/// `[server] max_viewers` over all cameras, and the camera's own
+/// `max_viewers`.
+fn admit(state: &AppState, camera: &Arc<Camera>, output: &Arc<Output>) -> Result<Viewer, ApiError> {
     // The total is a sum over cameras: cheap for tens of cameras, and a
     // viewer or two over the limit in a race harms nothing.
     let total: usize = state.cameras.all().iter().map(|c| c.viewer_count()).sum();
     if total >= state.max_viewers {
         return Err(ApiError::ServerFull(state.max_viewers));
     }
-    Ok(camera.try_attach()?)
+    Ok(camera.try_attach(output)?)
 }
 
 async fn stream(state: &AppState, id: &str, query: &HashMap<String, String>) -> ApiResult {
     let camera = find_camera(state, id)?;
     let fps = parse_fps(query)?;
-    let viewer = admit(state, &camera)?.ready(open_wait(&camera)).await?;
-    // The camera's token is a child of the server's: the stream ends at
-    // shutdown, and also when the camera is removed.
-    Ok(mjpeg::response(viewer, fps, camera.cancel_token()))
+    let output = camera.output(size_param(query), false)?;
+    let viewer = admit(state, &camera, &output)?
+        .ready(open_wait(&camera))
+        .await?;
+    // A child of the camera's token, itself a child of the server's: the
+    // stream ends at shutdown, when the camera is removed, and when its
+    // size is.
+    let end = viewer.cancel_token();
+    Ok(mjpeg::response(viewer, fps, end))
 }
 
-/// `GET /api/ws?cameras=a,b,c[&fps=N]`: the grid's socket (see ws.rs).
+/// `GET /api/ws?cameras=a:thumb,b,c[&size=NAME][&fps=N]`: the grid's
+/// socket (see ws.rs). `id:size` picks one camera's size; `size=` is the
+/// size of every camera that names none.
 fn grid_socket(
     state: &AppState,
     socket: Option<warp::ws::Ws>,
@@ -520,16 +539,24 @@ fn grid_socket(
         .security()
         .check_origin(host, headers, "open the grid socket")?;
     let list = query.get("cameras").map(String::as_str).unwrap_or("");
-    let mut cameras: Vec<Arc<Camera>> = Vec::new();
-    for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    let mut cameras: Vec<(Arc<Camera>, Arc<Output>)> = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        // Camera ids cannot hold a ':', so the first one ends the id.
+        let (id, size) = match entry.split_once(':') {
+            Some((id, size)) => (id, Some(size)),
+            None => (entry, size_param(query)),
+        };
         let camera = find_camera(state, id)?;
-        if !cameras.iter().any(|c| c.id() == camera.id()) {
-            cameras.push(camera);
+        // The protocol names frames by camera: one size per camera.
+        if !cameras.iter().any(|(c, _)| c.id() == camera.id()) {
+            let output = camera.output(size, false)?;
+            cameras.push((camera, output));
         }
     }
     if cameras.is_empty() {
         return Err(ApiError::BadRequest(
-            "cameras is required: /api/ws?cameras=ID,ID,... (GET /api/cameras lists them)".into(),
+            "cameras is required: /api/ws?cameras=ID,ID:SIZE,... (GET /api/cameras lists them)"
+                .into(),
         ));
     }
     if cameras.len() > ws::MAX_CAMERAS {
@@ -545,12 +572,12 @@ fn grid_socket(
                 .into(),
         )
     })?;
-    // Every camera on the socket is a viewer, admitted like a stream; the
-    // viewers are held from here, so they count before the upgrade and are
-    // released if it never completes.
+    // Every camera on the socket is a viewer of its size, admitted like a
+    // stream; the viewers are held from here, so they count before the
+    // upgrade and are released if it never completes.
     let viewers = cameras
         .iter()
-        .map(|camera| admit(state, camera))
+        .map(|(camera, output)| admit(state, camera, output))
         .collect::<Result<Vec<Viewer>, ApiError>>()?;
     let shutdown = state.shutdown.clone();
     Ok(socket
@@ -559,20 +586,15 @@ fn grid_socket(
         .into_response())
 }
 
-async fn snapshot(state: &AppState, id: &str) -> ApiResult {
+/// `snapshot.jpg[?size=NAME]`: the newest frame of a size; `size=full` a
+/// frame at the source's full resolution, made once for all the requests
+/// that ask at the same moment.
+async fn snapshot(state: &AppState, id: &str, query: &HashMap<String, String>) -> ApiResult {
     let camera = find_camera(state, id)?;
-    let viewer = admit(state, &camera)?.ready(open_wait(&camera)).await?;
-    let frame = viewer
-        .camera()
-        .hub()
-        .latest()
-        .filter(|f| f.kind == FrameKind::Live)
-        .ok_or_else(|| {
-            ApiError::Open(OpenError::Unavailable {
-                id: camera.id().clone(),
-                reason: "the camera is offline".into(),
-            })
-        })?;
+    let output = camera.output(size_param(query), true)?;
+    let frame = admit(state, &camera, &output)?
+        .snapshot(open_wait(&camera))
+        .await?;
     camera.stats().bytes_sent.fetch_add(
         frame.jpeg.len() as u64,
         std::sync::atomic::Ordering::Relaxed,

@@ -11,7 +11,8 @@ use crate::source::{PipelinePlan, Source};
 
 /// What decodebin plugs at run time for the streams cameras commonly send,
 /// by source kind: `(kind, what, elements)`. These are the elements Debian's
-/// GStreamer picks (libav decoders rank above the rest).
+/// GStreamer picks (libav decoders rank above the rest). JPEG is decoded by
+/// camstream's own elements, which building the plan already checks.
 const AUTOPLUGGED: &[(&str, &str, &[&str])] = &[
     (
         "rtsp",
@@ -23,8 +24,7 @@ const AUTOPLUGGED: &[(&str, &str, &[&str])] = &[
         "H.265 cameras",
         &["rtph265depay", "h265parse", "avdec_h265"],
     ),
-    ("rtsp", "MJPEG cameras", &["rtpjpegdepay", "jpegdec"]),
-    ("v4l2", "MJPEG webcams", &["jpegdec"]),
+    ("rtsp", "MJPEG cameras", &["rtpjpegdepay"]),
     (
         "file",
         "H.264 in MP4 or Matroska files",
@@ -43,20 +43,17 @@ pub struct PlanCheck {
     pub warnings: Vec<String>,
 }
 
-/// Builds `plan` as a camera would (parse, camstream's own elements, the
-/// appsink) and drops it without starting it: nothing is opened or
-/// connected.
+/// Builds `plan` as a camera would (the source bin, camstream's own
+/// elements, or a whole pipeline's appsink) and drops it without starting
+/// it: nothing is opened or connected. Every size is built of the same
+/// elements, so the default one (at `scale`) stands for all.
 pub fn check_plan(
     plan: &PipelinePlan,
     source: Option<&Source>,
     scale: f64,
     redactor: Redactor,
 ) -> PlanCheck {
-    let output = FrameOutput {
-        hub: Default::default(),
-        stats: Default::default(),
-    };
-    let errors = match Pipeline::build(plan, scale, output, redactor) {
+    let errors = match Pipeline::build(plan, FrameOutput::standalone(scale), redactor) {
         Ok(_) => Vec::new(),
         // One problem per missing element, each with its package.
         Err(PipelineError::MissingElement(missing)) => {

@@ -1,6 +1,9 @@
 //! The only module with GStreamer types: build a camera's pipeline from its
-//! rendered description, run it, report its bus events, and hand each
-//! encoded frame to the camera's [`FrameHub`].
+//! rendered description (parsed as a bin) and camstream's own elements
+//! after it (`tail`), run it, report its bus events, and hand each encoded
+//! frame to the camera's outputs, one [`FrameHub`] per size.
+//!
+//! [`FrameHub`]: crate::frames::FrameHub
 //!
 //! Threading contract: [`Pipeline::build`], [`Pipeline::start`],
 //! [`Pipeline::rewind`] and [`Pipeline::stop`] may block (plugin loading,
@@ -15,9 +18,10 @@ mod jpegdec;
 mod packages;
 mod probe;
 mod snapshot;
+mod tail;
 mod transport;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -26,9 +30,11 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use crate::frames::{FrameHub, FrameKind, PipelineStats, pack_size, unpack_size};
+use crate::frames::PipelineStats;
+use crate::outputs::Outputs;
 use crate::redact::Redactor;
-use crate::source::{Credentials, HttpMode, LOWRES_DECODER, PipelinePlan, SNAPSHOT_SOURCE};
+use crate::source::{Credentials, HttpMode, PipelinePlan, SNAPSHOT_SOURCE};
+use tail::Tail;
 
 pub use check::{PlanCheck, check_plan, is_installed};
 use errors::{ErrorContext, bus_error};
@@ -77,6 +83,9 @@ pub enum PipelineError {
          `jpegenc ! appsink name=sink` (see pipelines/README.md)"
     )]
     NoSink,
+    /// A fragment whose output camstream cannot find.
+    #[error("{0}")]
+    NoOutput(String),
     #[error("{0}")]
     Start(String),
     #[error("{0}")]
@@ -105,6 +114,7 @@ impl PipelineError {
                 | PipelineError::Syntax(_)
                 | PipelineError::MissingElement(_)
                 | PipelineError::NoSink
+                | PipelineError::NoOutput(_)
         )
     }
 }
@@ -119,11 +129,39 @@ pub enum PipelineEvent {
     SingleImages,
 }
 
-/// Where a pipeline's frames and counters go.
+/// Where a pipeline's frames and counters go: one output per size, and
+/// the camera's counters.
 #[derive(Clone, Debug)]
 pub struct FrameOutput {
-    pub hub: Arc<FrameHub>,
+    pub outputs: Arc<Outputs>,
     pub stats: Arc<PipelineStats>,
+}
+
+impl FrameOutput {
+    /// Outputs for a camera's settings, nobody watching: for building its
+    /// pipeline outside a camera (tests, tools).
+    pub fn for_settings(settings: &crate::config::CameraSettings, managed: bool) -> FrameOutput {
+        FrameOutput {
+            outputs: Arc::new(Outputs::new(
+                Outputs::wanted(settings, managed),
+                &tokio_util::sync::CancellationToken::new(),
+            )),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Outputs nobody reads: a default size at `scale` and `full`, for
+    /// checking that a plan builds, and for probing.
+    pub fn standalone(scale: f64) -> FrameOutput {
+        let quality = crate::config::DEFAULT_QUALITY;
+        FrameOutput {
+            outputs: Arc::new(Outputs::new(
+                Outputs::wanted_for(scale, quality),
+                &tokio_util::sync::CancellationToken::new(),
+            )),
+            stats: Arc::default(),
+        }
+    }
 }
 
 /// A built camera pipeline. Set to NULL by [`Pipeline::stop`] and, as a
@@ -131,6 +169,8 @@ pub struct FrameOutput {
 #[derive(Debug)]
 pub struct Pipeline {
     pipeline: gst::Pipeline,
+    /// camstream's own part; None for a whole-pipeline override.
+    tail: Option<Arc<Tail>>,
     redactor: Redactor,
     context: ErrorContext,
     snapshots: Mutex<Snapshots>,
@@ -148,16 +188,30 @@ enum Snapshots {
 }
 
 impl Pipeline {
-    /// Parses the plan's description and wires camstream into it: the
-    /// appsink callback, the scale that follows the source's real size, the
-    /// frame counters and the credentials.
+    /// Parses the plan's description as the source bin and builds
+    /// camstream's part after it (or, for a whole-pipeline override, parses
+    /// it and takes its appsink), then wires in the credentials, the
+    /// certificate policy and the HTTP source's checks.
     pub fn build(
         plan: &PipelinePlan,
-        scale: f64,
         output: FrameOutput,
         redactor: Redactor,
     ) -> Result<Pipeline, PipelineError> {
-        let (pipeline, sink) = parse(plan, &redactor)?;
+        init()?;
+        let (pipeline, tail) = if plan.managed {
+            let pipeline = gst::Pipeline::new();
+            let source = parse_source(plan, &redactor)?;
+            pipeline
+                .add(&source)
+                .map_err(|e| PipelineError::Syntax(e.to_string()))?;
+            let tail = Tail::build(&pipeline, &source, plan, output.outputs, output.stats)?;
+            connect_source(&source, &tail, plan, &redactor)?;
+            (pipeline, Some(tail))
+        } else {
+            let (pipeline, sink) = parse_whole(plan, &redactor)?;
+            whole_pipeline_output(&pipeline, &sink, &output);
+            (pipeline, None)
+        };
         let decoders = hwdec::steer(&pipeline, plan.decoder);
         let context = ErrorContext {
             redactor: redactor.clone(),
@@ -166,6 +220,7 @@ impl Pipeline {
         };
         let mut pipeline = Pipeline {
             pipeline,
+            tail,
             redactor,
             context,
             snapshots: Mutex::new(Snapshots::None),
@@ -202,25 +257,34 @@ impl Pipeline {
             }
             None => {}
         }
-        if plan.managed {
-            pipeline.follow_source_size(scale, &output.stats)?;
-        } else {
-            // A whole-pipeline override must hand over JPEG; saying so in
-            // the caps turns a wrong format into a negotiation error at
-            // start rather than garbage in browsers.
-            sink.set_caps(Some(&gst::Caps::new_empty_simple("image/jpeg")));
-        }
-        pipeline.time_encoder(&output.stats);
-        install_appsink(&sink, output);
         Ok(pipeline)
     }
 
-    /// Checks that the plan parses, that every element is installed and
-    /// that it has `appsink name=sink`, without starting anything: a camera
-    /// with a broken pipeline is reported at startup, not at its first
-    /// viewer.
+    /// Checks that the plan parses, that every element (the plan's and
+    /// camstream's own) is installed and that a whole pipeline has
+    /// `appsink name=sink`, without starting anything: a camera with a
+    /// broken pipeline is reported at startup, not at its first viewer.
     pub fn validate(plan: &PipelinePlan) -> Result<(), PipelineError> {
-        parse(plan, &Redactor::default()).map(drop)
+        Pipeline::build(plan, FrameOutput::standalone(1.0), Redactor::default()).map(drop)
+    }
+
+    /// camstream's own elements and their links, one per line, in the order
+    /// they were made (none for a whole-pipeline override): pinned by the
+    /// golden tests. A head linked only once a dynamic source pad appears
+    /// is not there before the pipeline runs.
+    pub fn graph(&self) -> String {
+        match &self.tail {
+            Some(tail) => tail.graph(),
+            None => "a whole pipeline: camstream adds no element; its appsink name=sink hands \
+                     over the JPEG frames of the one size\n"
+                .to_string(),
+        }
+    }
+
+    /// The caps of the frames entering camstream's part once they flow:
+    /// raw video, or the source's JPEG images.
+    pub fn input_caps(&self) -> Option<gst::Caps> {
+        self.tail.as_ref()?.input_caps()
     }
 
     /// Sets every element that takes `user-id`/`user-pw` (rtspsrc,
@@ -345,199 +409,6 @@ impl Pipeline {
         });
     }
 
-    /// Keeps the capsfilter after the scaler at `scale` x the source's real
-    /// size. The size is known only once the decoder has negotiated caps,
-    /// and can change mid-stream (a camera switching profiles), so a probe
-    /// on the scaler's input rewrites the capsfilter before each new caps
-    /// event reaches the scaler, which then renegotiates its output.
-    fn follow_source_size(
-        &self,
-        scale: f64,
-        stats: &Arc<PipelineStats>,
-    ) -> Result<(), PipelineError> {
-        let element = |name: &str| {
-            self.pipeline.by_name(name).ok_or_else(|| {
-                PipelineError::Syntax(format!("camstream's element {name} is missing"))
-            })
-        };
-        let scaler_sink = element("camstream_scale")?
-            .static_pad("sink")
-            .ok_or_else(|| PipelineError::Syntax("videoconvertscale has no sink pad".into()))?;
-        let (real_size, lowres) = self.follow_lowres_decoder();
-        // Weak: the probe lives on a pad of the same pipeline; a strong
-        // reference would keep the capsfilter alive after teardown.
-        let capsfilter = element("camstream_caps")?.downgrade();
-        let probe_stats = Arc::clone(stats);
-        scaler_sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-            let Some(gst::PadProbeData::Event(event)) = &info.data else {
-                return gst::PadProbeReturn::Ok;
-            };
-            let gst::EventView::Caps(caps) = event.view() else {
-                return gst::PadProbeReturn::Ok;
-            };
-            let decoded = caps
-                .caps()
-                .structure(0)
-                .and_then(|s| Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?)));
-            // The scale applies to the camera's real size: after a
-            // reduced-size decoder that is the size its input declared, or
-            // failing that the decoded size times the reduction.
-            let size = decoded.map(|(w, h)| {
-                unpack_size(real_size.load(Ordering::Relaxed))
-                    .map_or((w << lowres, h << lowres), |(w, h)| (w as i32, h as i32))
-            });
-            if let (Some((w, h)), Some(capsfilter)) = (size, capsfilter.upgrade()) {
-                let (w, h) = (w.max(1) as u32, h.max(1) as u32);
-                let (tw, th) = scaled_size(w, h, scale);
-                probe_stats
-                    .input_size
-                    .store(pack_size(w, h), Ordering::Relaxed);
-                let target = gst::Caps::builder("video/x-raw")
-                    .field("width", tw as i32)
-                    .field("height", th as i32)
-                    .build();
-                capsfilter.set_property("caps", &target);
-            }
-            gst::PadProbeReturn::Ok
-        });
-        self.fill_in_durations();
-        // Count the frames that reach the tail; frames_in - frames_out is
-        // what the leaky queue and appsink dropped to stay current.
-        let queue_sink = element("camstream_queue")?
-            .static_pad("sink")
-            .ok_or_else(|| PipelineError::Syntax("queue has no sink pad".into()))?;
-        let count_stats = Arc::clone(stats);
-        queue_sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            count_stats.frames_in.fetch_add(1, Ordering::Relaxed);
-            gst::PadProbeReturn::Ok
-        });
-        Ok(())
-    }
-
-    /// Gives every frame that reaches the `max_fps` cap a timestamp and a
-    /// duration. A source with no frame rate (an HTTP MJPEG stream or
-    /// snapshots: the caps say 0/1, the parts carry no duration, now and
-    /// then no timestamp) makes GStreamer 1.22's videorate abort the whole
-    /// process (gstvideorate.c:739-740, assertions
-    /// `GST_BUFFER_PTS_IS_VALID (outbuf)` and `GST_BUFFER_DURATION_IS_VALID
-    /// (outbuf)`). A frame without a timestamp gets the pipeline's running
-    /// time, as `do-timestamp` would have given it; with one frame interval
-    /// at the cap as the duration, videorate passes the next frame no
-    /// sooner than that, so the cap holds.
-    fn fill_in_durations(&self) {
-        let Some(rate) = self.pipeline.by_name("camstream_rate") else {
-            return;
-        };
-        let max_rate = rate.property::<i32>("max-rate").max(1) as u64;
-        let Some(pad) = rate.static_pad("sink") else {
-            return;
-        };
-        let interval = gst::ClockTime::SECOND / max_rate;
-        let element = rate.downgrade();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let Some(buffer) = info.buffer_mut() else {
-                return gst::PadProbeReturn::Ok;
-            };
-            if buffer.pts().is_none() {
-                let Some(now) = element.upgrade().and_then(|e| e.current_running_time()) else {
-                    return gst::PadProbeReturn::Drop;
-                };
-                buffer.make_mut().set_pts(now);
-            }
-            if buffer.duration().is_none_or(|d| d.is_zero()) {
-                buffer.make_mut().set_duration(interval);
-            }
-            gst::PadProbeReturn::Ok
-        });
-    }
-
-    /// Finds camstream's reduced-size JPEG decoder, if the pipeline has one,
-    /// and follows the real size on its input. Returns that size (packed,
-    /// 0 until known) and the decoder's reduction as a shift (1 = 1/2).
-    fn follow_lowres_decoder(&self) -> (Arc<AtomicU64>, u32) {
-        let real_size = Arc::new(AtomicU64::new(0));
-        let Some(decoder) = self.pipeline.by_name(LOWRES_DECODER) else {
-            return (real_size, 0);
-        };
-        // camstream's DCT decoder reduces by the fraction its max-scale
-        // picks; avdec_mjpeg (in older templates) says it in `lowres`.
-        let lowres = if decoder.has_property("max-scale") {
-            crate::jpeg::dct_denominator(decoder.property::<f64>("max-scale")).trailing_zeros()
-        } else if decoder.has_property("lowres") {
-            decoder
-                .property_value("lowres")
-                .transform::<i32>()
-                .ok()
-                .and_then(|v| v.get::<i32>().ok())
-                .map_or(0, |v| v.clamp(0, 3) as u32)
-        } else {
-            0
-        };
-        if let Some(pad) = decoder.static_pad("sink") {
-            let store = Arc::clone(&real_size);
-            pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-                if let Some(gst::PadProbeData::Event(event)) = &info.data
-                    && let gst::EventView::Caps(caps) = event.view()
-                    && let Some(s) = caps.caps().structure(0)
-                    && let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height"))
-                {
-                    store.store(
-                        pack_size(w.max(1) as u32, h.max(1) as u32),
-                        Ordering::Relaxed,
-                    );
-                }
-                gst::PadProbeReturn::Ok
-            });
-        }
-        (real_size, lowres)
-    }
-
-    /// Measures jpegenc's time per frame into `stats.encode_time`: a probe
-    /// on its input notes when a frame goes in, one on its output records
-    /// the difference. jpegenc encodes inside its chain function and pushes
-    /// the result before taking the next frame, so one start time is
-    /// enough. Both probes only touch atomics. Pipelines without a jpegenc
-    /// (a whole-pipeline override using another encoder) are not timed.
-    fn time_encoder(&self, stats: &Arc<PipelineStats>) {
-        let encoder = self.pipeline.by_name("camstream_enc").or_else(|| {
-            let mut elements = self.pipeline.iterate_recurse();
-            let mut found = None;
-            while let Ok(Some(element)) = elements.next() {
-                if element.factory().is_some_and(|f| f.name() == "jpegenc") {
-                    found = Some(element);
-                    break;
-                }
-            }
-            found
-        });
-        let Some(encoder) = encoder else {
-            return;
-        };
-        let (Some(sink), Some(src)) = (encoder.static_pad("sink"), encoder.static_pad("src"))
-        else {
-            return;
-        };
-        let epoch = std::time::Instant::now();
-        let started = Arc::new(AtomicU64::new(0));
-        let mark = Arc::clone(&started);
-        sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            mark.store(now, Ordering::Relaxed);
-            gst::PadProbeReturn::Ok
-        });
-        let stats = Arc::clone(stats);
-        src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            let began = started.load(Ordering::Relaxed);
-            if began != 0 && now >= began {
-                stats
-                    .encode_time
-                    .record(std::time::Duration::from_nanos(now - began));
-            }
-            gst::PadProbeReturn::Ok
-        });
-    }
-
     /// Starts playing. A state change that fails at once (device missing,
     /// element refusing its settings) is reported with the element's reason.
     pub fn start(&self) -> Result<(), PipelineError> {
@@ -652,12 +523,30 @@ impl Drop for Pipeline {
     }
 }
 
-/// Parses a plan's description into a pipeline and finds its appsink.
-fn parse(
+/// The error for a description GStreamer could not parse.
+fn parse_error(
+    plan: &PipelinePlan,
+    redactor: &Redactor,
+    error: &gst::glib::Error,
+    context: &gst::ParseContext,
+) -> PipelineError {
+    let missing = context.missing_elements();
+    if missing.is_empty() {
+        PipelineError::Syntax(redactor.redact(&format!(
+            "{} in \"{}\": check the gst-launch syntax (elements joined by !, properties as name=value)",
+            error.message(),
+            plan.description
+        )))
+    } else {
+        PipelineError::MissingElement(missing)
+    }
+}
+
+/// Parses a whole-pipeline override and finds its appsink.
+fn parse_whole(
     plan: &PipelinePlan,
     redactor: &Redactor,
 ) -> Result<(gst::Pipeline, gst_app::AppSink), PipelineError> {
-    init()?;
     let mut context = gst::ParseContext::new();
     let parsed = gst::parse::launch_full(
         &plan.description,
@@ -666,18 +555,7 @@ fn parse(
         // pipeline and a warning instead of an error.
         gst::ParseFlags::FATAL_ERRORS,
     )
-    .map_err(|e| {
-        let missing = context.missing_elements();
-        if missing.is_empty() {
-            PipelineError::Syntax(redactor.redact(&format!(
-                "{} in \"{}\": check the gst-launch syntax (elements joined by !, properties as name=value)",
-                e.message(),
-                plan.body
-            )))
-        } else {
-            PipelineError::MissingElement(missing)
-        }
-    })?;
+    .map_err(|e| parse_error(plan, redactor, &e, &context))?;
     let pipeline = match parsed.downcast::<gst::Pipeline>() {
         Ok(pipeline) => pipeline,
         // A description of a single element parses to that element.
@@ -694,6 +572,174 @@ fn parse(
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
         .ok_or(PipelineError::NoSink)?;
     Ok((pipeline, sink))
+}
+
+/// Parses the source fragment or the user's override as a bin named
+/// `source`, its unlinked output pad ghosted as `src`. Only the output:
+/// gst_parse would also ghost an input pad that is unlinked only until a
+/// delayed link (the capsfilter after multipartdemux or decodebin), which
+/// that link then could not take.
+fn parse_source(plan: &PipelinePlan, redactor: &Redactor) -> Result<gst::Bin, PipelineError> {
+    let mut context = gst::ParseContext::new();
+    let bin = gst::parse::bin_from_description_with_name_full(
+        &plan.description,
+        false,
+        "source",
+        Some(&mut context),
+        gst::ParseFlags::FATAL_ERRORS,
+    )
+    .map_err(|e| parse_error(plan, redactor, &e, &context))?
+    .downcast::<gst::Bin>()
+    .map_err(|_| PipelineError::Syntax("the description did not parse to a bin".into()))?;
+    if let Some(pad) = unlinked_output(&bin) {
+        let ghost = gst::GhostPad::builder_with_target(&pad)
+            .map_err(|e| PipelineError::Syntax(e.to_string()))?
+            .name("src")
+            .build();
+        bin.add_pad(&ghost)
+            .map_err(|e| PipelineError::Syntax(e.to_string()))?;
+    }
+    Ok(bin)
+}
+
+/// An output pad of one of the bin's own elements that nothing is linked
+/// to. Not `gst_bin_find_unlinked_pad`, which also looks inside child bins
+/// and would take decodebin's internal typefind output.
+fn unlinked_output(bin: &gst::Bin) -> Option<gst::Pad> {
+    let mut elements = bin.iterate_elements();
+    while let Ok(Some(element)) = elements.next() {
+        if let Some(pad) = element.src_pads().into_iter().find(|p| !p.is_linked()) {
+            return Some(pad);
+        }
+    }
+    None
+}
+
+/// Links the source bin's output to camstream's part. A bin whose last
+/// element creates its output pad only while playing (decodebin,
+/// multipartdemux, rtspsrc alone) gets a ghost pad now and its target, and
+/// camstream's head, once the pad appears.
+fn connect_source(
+    source: &gst::Bin,
+    tail: &Arc<Tail>,
+    plan: &PipelinePlan,
+    redactor: &Redactor,
+) -> Result<(), PipelineError> {
+    if let Some(pad) = source.static_pad("src") {
+        return tail.link_source(&pad);
+    }
+    let Some(element) = dynamic_output(source) else {
+        return Err(PipelineError::NoOutput(redactor.redact(&format!(
+            "\"{}\" has no output for camstream: end it with an element that outputs raw video \
+             (e.g. ! videoconvert) or JPEG images (e.g. ! image/jpeg), or make it a whole pipeline \
+             ending in appsink name=sink (see pipelines/README.md)",
+            plan.description
+        ))));
+    };
+    let ghost = gst::GhostPad::builder(gst::PadDirection::Src)
+        .name("src")
+        .build();
+    source
+        .add_pad(&ghost)
+        .map_err(|e| PipelineError::Syntax(e.to_string()))?;
+    // Weak: the handler lives on an element of the same pipeline, and the
+    // tail holds the pipeline.
+    let tail = Arc::downgrade(tail);
+    let ghost = ghost.downgrade();
+    element.connect_pad_added(move |element, pad| {
+        let (Some(tail), Some(ghost)) = (tail.upgrade(), ghost.upgrade()) else {
+            return;
+        };
+        // One output: a second pad (another stream of the source) is
+        // left alone while the first one is there.
+        if pad.direction() != gst::PadDirection::Src || ghost.target().is_some() {
+            return;
+        }
+        let linked = ghost
+            .set_target(Some(pad))
+            .map_err(|e| PipelineError::Runtime(e.to_string()))
+            .and_then(|()| tail.link_source(ghost.upcast_ref()));
+        if let Err(error) = linked {
+            let message =
+                gst::message::Error::builder(gst::CoreError::Negotiation, &error.to_string())
+                    .src(element)
+                    .build();
+            let _ = element.post_message(message);
+        }
+    });
+    Ok(())
+}
+
+/// The element of a source bin whose output pad appears while playing:
+/// one with a "sometimes" source pad and no linked output. Of several
+/// (`rtspsrc ! ... ! decodebin`), the one that takes an input: the source
+/// element's pads will be linked to it by the parser's delayed link.
+fn dynamic_output(source: &gst::Bin) -> Option<gst::Element> {
+    let mut candidates = Vec::new();
+    let mut elements = source.iterate_elements();
+    while let Ok(Some(element)) = elements.next() {
+        let sometimes = element.pad_template_list().iter().any(|t| {
+            t.direction() == gst::PadDirection::Src && t.presence() == gst::PadPresence::Sometimes
+        });
+        let linked = element.src_pads().iter().any(|p| p.is_linked());
+        if sometimes && !linked {
+            let downstream = !element.sink_pads().is_empty();
+            candidates.push((element, downstream));
+        }
+    }
+    let downstream: Vec<_> = candidates.iter().filter(|(_, d)| *d).collect();
+    match (downstream.as_slice(), candidates.as_slice()) {
+        ([(element, _)], _) | ([], [(element, _)]) => Some(element.clone()),
+        _ => None,
+    }
+}
+
+/// The appsink of a whole-pipeline override hands its frames to the
+/// camera's one output. It must hand over JPEG; saying so in the caps
+/// turns a wrong format into a negotiation error at start rather than
+/// garbage in browsers. Its jpegenc, if it has one, is timed.
+fn whole_pipeline_output(pipeline: &gst::Pipeline, sink: &gst_app::AppSink, output: &FrameOutput) {
+    sink.set_caps(Some(&gst::Caps::new_empty_simple("image/jpeg")));
+    // A bounded appsink that drops: if camstream ever falls behind, old
+    // frames are discarded, never queued (the contract for overrides too).
+    sink.set_max_buffers(1);
+    sink.set_drop(true);
+    sink.set_sync(false);
+    let default = Arc::clone(output.outputs.default_output());
+    let mut elements = pipeline.iterate_recurse();
+    while let Ok(Some(element)) = elements.next() {
+        if element.factory().is_some_and(|f| f.name() == "jpegenc") {
+            let _ = tail::time_encoder(&element, &default);
+            break;
+        }
+    }
+    let stats = Arc::clone(&output.stats);
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                stats.source_frames.fetch_add(1, Ordering::Relaxed);
+                let (width, height) = sample
+                    .caps()
+                    .and_then(|caps| caps.structure(0))
+                    .and_then(tail::size_of)
+                    .unwrap_or((0, 0));
+                let Some(buffer) = sample.buffer_owned() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let mapped = buffer
+                    .into_mapped_buffer_readable()
+                    .map_err(|_| gst::FlowError::Error)?;
+                // The pipeline encodes whether watched or not (it is the
+                // user's); what nobody watches is not published.
+                if default.wants_frames() {
+                    default.stats().frames_in.fetch_add(1, Ordering::Relaxed);
+                    default.publish(Bytes::from_owner(mapped), width, height);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
 }
 
 /// Draws the picture viewers see while a camera is offline: `text`
@@ -747,43 +793,6 @@ fn glib_string_type() -> gst::glib::Type {
 pub fn scaled_size(width: u32, height: u32, scale: f64) -> (u32, u32) {
     let even = |v: u32| ((((v as f64) * scale) / 2.0).round() as u32 * 2).max(2);
     (even(width), even(height))
-}
-
-/// The appsink hands each encoded frame to the hub: the GStreamer buffer is
-/// mapped once and shared by every viewer as `Bytes`, no copy.
-fn install_appsink(sink: &gst_app::AppSink, output: FrameOutput) {
-    // A bounded appsink that drops: if camstream ever falls behind, old
-    // frames are discarded, never queued (the contract for overrides too).
-    sink.set_max_buffers(1);
-    sink.set_drop(true);
-    sink.set_sync(false);
-    let FrameOutput { hub, stats } = output;
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let Some(buffer) = sample.buffer_owned() else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let (width, height) = sample
-                    .caps()
-                    .and_then(|caps| caps.structure(0))
-                    .and_then(|s| Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?)))
-                    .map_or((0, 0), |(w, h)| (w.max(0) as u32, h.max(0) as u32));
-                let mapped = buffer
-                    .into_mapped_buffer_readable()
-                    .map_err(|_| gst::FlowError::Error)?;
-                let len = mapped.len() as u64;
-                stats.frames_out.fetch_add(1, Ordering::Relaxed);
-                stats.bytes_out.fetch_add(len, Ordering::Relaxed);
-                stats
-                    .output_size
-                    .store(pack_size(width, height), Ordering::Relaxed);
-                hub.publish(Bytes::from_owner(mapped), width, height, FrameKind::Live);
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use gstreamer::prelude::*;
 use super::{
     DecoderUse, FrameOutput, HardwareFailure, Pipeline, PipelineError, SINGLE_IMAGES, bus_error,
 };
-use crate::frames::{FrameHub, PipelineStats};
+use crate::frames::PipelineStats;
+use crate::outputs::Output;
 use crate::redact::Redactor;
 use crate::source::PipelinePlan;
 
@@ -82,17 +83,18 @@ pub fn probe(
     redactor: Redactor,
     timeout: Duration,
 ) -> Result<ProbeReport, ProbeError> {
-    let stats = Arc::new(PipelineStats::default());
-    let output = FrameOutput {
-        hub: Arc::new(FrameHub::default()),
-        stats: Arc::clone(&stats),
-    };
-    let pipeline = Pipeline::build(plan, scale, output, redactor)?;
+    let output = FrameOutput::standalone(scale);
+    let stats = Arc::clone(&output.stats);
+    // Watched, as by a viewer, so the default size is encoded.
+    let default = Arc::clone(output.outputs.default_output());
+    default.attach();
+    let pipeline = Pipeline::build(plan, output, redactor)?;
     let tracks = watch_other_tracks(&pipeline);
-    let result = run(&pipeline, plan.managed, &stats, timeout).map(|report| ProbeReport {
-        other_tracks: tracks.lock().map(|t| t.clone()).unwrap_or_default(),
-        ..report
-    });
+    let result =
+        run(&pipeline, plan.managed, &stats, &default, timeout).map(|report| ProbeReport {
+            other_tracks: tracks.lock().map(|t| t.clone()).unwrap_or_default(),
+            ..report
+        });
     pipeline.stop();
     result
 }
@@ -101,24 +103,20 @@ fn run(
     pipeline: &Pipeline,
     managed: bool,
     stats: &PipelineStats,
+    default: &Output,
     timeout: Duration,
 ) -> Result<ProbeReport, ProbeError> {
     let bus = pipeline
         .pipeline
         .bus()
         .expect("a pipeline always has a bus");
-    // Managed pipelines count decoded frames before the leaky queue, which
-    // is the source's own rate; whole pipelines only count what they hand
-    // over.
-    let counter = if managed {
-        &stats.frames_in
-    } else {
-        &stats.frames_out
-    };
+    // Frames reaching camstream, before any size's leaky queue: the
+    // source's own rate.
+    let counter = &stats.source_frames;
     pipeline.start()?;
 
     let deadline = Instant::now() + timeout;
-    while stats.frames_out.load(Ordering::Relaxed) == 0 {
+    while default.stats().frames_out.load(Ordering::Relaxed) == 0 {
         if Instant::now() >= deadline {
             return Err(ProbeError::Timeout(timeout));
         }
@@ -139,14 +137,13 @@ fn run(
     let measured_fps = (counter.load(Ordering::Relaxed) - first) as f64 / elapsed;
 
     let input_caps = if managed {
-        pad_caps(pipeline, "camstream_scale", "sink")
+        pipeline.input_caps()
     } else {
         pad_caps(pipeline, "sink", "sink")
     };
     let input = input_caps.as_ref().and_then(|c| c.structure(0));
-    // The source's real size: what the scaler's input says, unless a
-    // reduced-size decoder (camstreamjpegdec) sits before it, in which case
-    // the size the tail follows is the one it read before the decoder.
+    // The source's real size, as camstream's part noted it where frames
+    // enter it (a JPEG's own size, before any reduced-size decode).
     let (width, height) = managed
         .then(|| stats.input())
         .flatten()
@@ -160,9 +157,7 @@ fn run(
         .or(input_caps)
         .and_then(|caps| caps.structure(0).map(describe_codec))
         .unwrap_or_else(|| "unknown".into());
-    let output = pad_caps(pipeline, "sink", "sink")
-        .and_then(|c| c.structure(0).and_then(size_of))
-        .or_else(|| stats.output());
+    let output = default.stats().output();
     Ok(ProbeReport {
         codec,
         width,

@@ -16,9 +16,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use render::{
-    DEFAULT_SNAPSHOT_FPS, HttpMode, LOWRES_DECODER, PLACEHOLDERS, PipelinePlan, PipelineText,
+    DEFAULT_SNAPSHOT_FPS, HttpMode, JpegDecoder, PLACEHOLDERS, PipelinePlan, PipelineText,
     RenderOptions, SNAPSHOT_SOURCE, TemplateError, jpeg_decoder, plan, quote, render_template,
-    tail,
 };
 
 /// The test pattern shown by the built-in demo camera and by a bare `test:`.

@@ -1,7 +1,9 @@
 //! Rendering a camera's gst-launch description: the source fragment for
-//! each kind of source, pipeline templates with placeholders, and the
-//! scale/encode tail camstream appends. Pure functions of their inputs, so
-//! golden tests can pin every string (tests/golden.rs).
+//! each kind of source and pipeline templates with placeholders. Pure
+//! functions of their inputs, so golden tests can pin every string
+//! (tests/golden.rs). What comes after the description (the rate cap, the
+//! JPEG decoder, one branch per size) is camstream's own code, built from
+//! typed elements in `pipeline/`; the plan only says what it needs.
 
 use std::time::Duration;
 
@@ -30,13 +32,9 @@ pub const PLACEHOLDERS: &[(&str, &str)] = &[
     ("source", "camstream's own fragment for this source"),
     (
         "jpeg_decoder",
-        "the JPEG decoder: camstreamjpegdec decoding at 1/2, 1/4 or 1/8 size in the DCT, or jpegdec with mjpeg_lowres = false",
+        "a JPEG decoder inside the template, at full size: camstreamjpegdec, or jpegdec with mjpeg_lowres = false (a template that ends at image/jpeg instead is decoded by camstream, scaled in the DCT, or passed through)",
     ),
 ];
-
-/// The name of a reduced-size JPEG decoder, so `pipeline/` can find it and
-/// take the camera's real size from the JPEG caps on its input.
-pub const LOWRES_DECODER: &str = "camstream_dec";
 
 /// Bounded connect for RTSP: rtspsrc's default TCP timeout is 20 s, far too
 /// long to leave a viewer staring at nothing when a camera is unreachable.
@@ -63,15 +61,11 @@ pub struct RenderOptions {
     /// rtspsrc's jitter-buffer latency. rtspsrc defaults to 2000 ms, which
     /// a live viewer sees as two seconds of lag.
     pub latency_ms: u32,
-    /// JPEG quality, 1-100.
-    pub quality: u8,
-    /// Frames above this rate are dropped before they are scaled or encoded.
+    /// Frames above this rate are dropped before they are decoded, scaled
+    /// or encoded.
     pub max_fps: Option<u32>,
-    /// The output size as a factor of the source's.
-    pub scale: f64,
-    /// Decode MJPEG with camstream's own decoder, straight to the reduced
-    /// size `scale` allows (see [`jpeg_decoder`]); jpegdec at full size
-    /// when off.
+    /// Decode JPEG sources with camstream's own decoder, straight to the
+    /// reduced size the sizes in use allow; jpegdec at full size when off.
     pub mjpeg_lowres: bool,
     /// Verify TLS certificates (`rtsps://`, `https://`) against the
     /// system's trust store.
@@ -87,9 +81,7 @@ impl Default for RenderOptions {
         RenderOptions {
             transport: super::Transport::default(),
             latency_ms: 100,
-            quality: 80,
             max_fps: None,
-            scale: crate::config::DEFAULT_SCALE,
             mjpeg_lowres: true,
             tls_verify: true,
             decoder: crate::pipeline::Decoder::default(),
@@ -135,17 +127,34 @@ pub enum PipelineText<'a> {
     Template { text: &'a str, origin: &'a str },
 }
 
+/// How camstream decodes a source that sends JPEG (an MJPEG stream, a
+/// webcam in MJPEG mode, RTP/JPEG) for the sizes it scales and encodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JpegDecoder {
+    /// `camstreamjpegdec`: straight to 1/2, 1/4 or 1/8 of the size in the
+    /// DCT, as the largest size in use allows (`mjpeg_lowres = true`).
+    Dct,
+    /// `jpegdec`, at full size (`mjpeg_lowres = false`).
+    Full,
+}
+
 /// Everything `pipeline/` needs to build a camera's pipeline.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PipelinePlan {
-    /// The whole gst-launch description.
+    /// The gst-launch text GStreamer parses: the source fragment or the
+    /// user's override (parsed as a bin whose output camstream's own
+    /// elements take), or a whole pipeline with its own appsink. This is
+    /// what errors quote and golden tests pin.
     pub description: String,
-    /// The part before camstream's tail: what the user wrote or the source
-    /// fragment. Errors quote this, not the tail they did not write.
-    pub body: String,
-    /// Whether camstream's tail (scale, encode, `appsink name=sink`) was
-    /// appended; if so the scale follows the source's real resolution.
+    /// Whether camstream builds its own part after the description (rate
+    /// cap, JPEG decoder, one scale/encode branch per size, passthrough);
+    /// false for a whole pipeline ending in `appsink name=sink`.
     pub managed: bool,
+    /// camstream's frame-rate cap, before anything is decoded; None for a
+    /// snapshot source (polled at that rate already).
+    pub max_fps: Option<u32>,
+    /// How camstream decodes a source whose output is JPEG.
+    pub jpeg_decoder: JpegDecoder,
     /// File sources loop: on end of stream, seek back to the start.
     pub loop_on_eos: bool,
     /// Set on every element with `user-id`/`user-pw` properties after the
@@ -185,44 +194,39 @@ pub enum TemplateError {
     Empty { origin: String },
 }
 
-/// The pipeline plan for a camera: its source fragment or override, plus
-/// camstream's tail unless the override is a whole pipeline.
+/// The pipeline plan for a camera: its source fragment or override, and
+/// what camstream's own part after it needs.
 pub fn plan(
     source: Option<&Source>,
     text: PipelineText<'_>,
     opts: &RenderOptions,
 ) -> Result<PipelinePlan, TemplateError> {
-    let body = match (text, source) {
+    let description = match (text, source) {
         (PipelineText::Template { text, origin }, _) => {
             render_template(text, origin, source, opts)?
         }
-        (PipelineText::Source, Some(source)) => fragment(source, opts),
+        // camstream's own fragment ends where the source's frames are: raw
+        // video, or the JPEG images themselves, so they can be passed
+        // through untouched or decoded at the size in use.
+        (PipelineText::Source, Some(source)) => fragment(source, opts, Output::AsSent),
         (PipelineText::Source, None) => {
             return Err(TemplateError::NoSource {
                 origin: "camera".into(),
             });
         }
     };
-    // A whole pipeline names its own appsink; anything else yields raw video
-    // and gets the tail (see pipelines/README.md for the contract).
-    let managed = !body.contains("appsink");
+    // A whole pipeline names its own appsink; anything else yields video
+    // for camstream's part (see pipelines/README.md for the contract).
+    let managed = !description.contains("appsink");
+    let description = if managed {
+        trailing_caps_as_capsfilter(&description)
+    } else {
+        description
+    };
     let snapshots = matches!(
         (source, text),
         (Some(Source::Http { .. }), PipelineText::Source)
     ) && opts.attempt.snapshots;
-    let description = if managed && snapshots {
-        // Snapshots are polled at `max_fps` already; a rate cap on top
-        // would only drop those whose answer came back early.
-        let uncapped = RenderOptions {
-            max_fps: None,
-            ..opts.clone()
-        };
-        format!("{body} ! {}", tail(&uncapped))
-    } else if managed {
-        format!("{body} ! {}", tail(opts))
-    } else {
-        body.clone()
-    };
     let http = match (source, text) {
         (Some(Source::Http { url, .. }), PipelineText::Source) => Some(if snapshots {
             HttpMode::Snapshots {
@@ -236,8 +240,15 @@ pub fn plan(
     };
     Ok(PipelinePlan {
         description,
-        body,
         managed,
+        // Snapshots are polled at `max_fps` already; a rate cap on top
+        // would only drop those whose answer came back early.
+        max_fps: opts.max_fps.filter(|_| !snapshots),
+        jpeg_decoder: if opts.mjpeg_lowres {
+            JpegDecoder::Dct
+        } else {
+            JpegDecoder::Full
+        },
         loop_on_eos: matches!(source, Some(Source::File { .. })),
         credentials: source.and_then(Source::credentials).cloned(),
         transport: source
@@ -253,31 +264,66 @@ pub fn plan(
     })
 }
 
+/// What a source fragment hands on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    /// What the source sends, raw video or JPEG images: camstream's own
+    /// part takes either (the whole description of a camera without an
+    /// override).
+    AsSent,
+    /// Raw video: `{source}` in a template, which the template may extend
+    /// with elements that take raw video.
+    Raw,
+}
+
+/// The caps at which decodebin stops: raw video (in any memory, so a
+/// hardware decoder's output still fits), or JPEG images, which camstream
+/// passes through or decodes itself, scaled in the DCT.
+const RAW_OR_JPEG: &str = "video/x-raw(ANY);image/jpeg";
+
 /// camstream's source fragment for `source`: gst-launch text that ends in
-/// raw video.
-fn fragment(source: &Source, opts: &RenderOptions) -> String {
+/// raw video, or with `Output::AsSent` in JPEG images where the source
+/// sends them.
+fn fragment(source: &Source, opts: &RenderOptions, output: Output) -> String {
+    let decodebin = match output {
+        Output::AsSent => format!("decodebin caps={}", quote(RAW_OR_JPEG)),
+        Output::Raw => "decodebin".to_string(),
+    };
+    // After an MJPEG source's parts: nothing more (camstream decodes), or,
+    // for a template that extends the fragment, a decoder at full size.
+    let jpeg = match output {
+        Output::AsSent => String::new(),
+        Output::Raw => format!(" ! jpegparse ! {}", jpeg_decoder(opts)),
+    };
     match source {
         // decodebin takes whatever the webcam offers, raw or MJPEG; the
         // pipelines/ templates pin one when a camera needs it.
-        Source::V4l2 { device } => format!("v4l2src device={} ! decodebin", quote(device)),
+        Source::V4l2 { device } => format!("v4l2src device={} ! {decodebin}", quote(device)),
         // The caps filter keeps an audio track, if the camera has one, out
         // of the video path: its pad stays unlinked, and rtspsrc carries on.
         Source::Rtsp { url, .. } => format!(
             "rtspsrc location={} latency={} protocols={} tcp-timeout={RTSP_TCP_TIMEOUT_US} \
-             drop-on-latency=true ! application/x-rtp,media=video ! decodebin",
+             drop-on-latency=true ! application/x-rtp,media=video ! {decodebin}",
             quote(url.as_str()),
             opts.latency_ms,
             opts.lower_transport(source),
         ),
         // Single JPEG images, fetched by `pipeline/` at the poll rate and
         // pushed in here; do-timestamp stamps each with its arrival time.
+        // The caps filter says JPEG before the pipeline plays: until then
+        // appsrc answers a caps query with ANY.
         Source::Http { .. } if opts.attempt.snapshots => format!(
             "appsrc name={SNAPSHOT_SOURCE} is-live=true do-timestamp=true format=time \
-             caps=image/jpeg ! {}",
-            mjpeg_decode(opts)
+             caps=image/jpeg{}",
+            match output {
+                Output::AsSent => " ! capsfilter caps=image/jpeg".to_string(),
+                Output::Raw => jpeg,
+            }
         ),
-        // Another MJPEG server's stream: split the multipart parts, decode.
-        // do-timestamp gives the parts the capture times a live source needs.
+        // Another MJPEG server's stream: split the multipart parts.
+        // do-timestamp gives the parts the capture times a live source
+        // needs; the caps filter gives the fragment an output pad before
+        // the first part arrives.
         Source::Http { url, .. } => format!(
             "souphttpsrc location={} is-live=true do-timestamp=true timeout={HTTP_TIMEOUT_S}{} \
              ! multipartdemux single-stream=true ! {}",
@@ -287,7 +333,10 @@ fn fragment(source: &Source, opts: &RenderOptions) -> String {
             } else {
                 " ssl-strict=false"
             },
-            mjpeg_decode(opts)
+            match output {
+                Output::AsSent => "capsfilter caps=image/jpeg".to_string(),
+                Output::Raw => format!("jpegparse ! {}", jpeg_decoder(opts)),
+            }
         ),
         // A file is not live: without `identity sync=true` it would be
         // decoded as fast as the CPU allows instead of at its frame rate.
@@ -322,56 +371,59 @@ fn fragment(source: &Source, opts: &RenderOptions) -> String {
     }
 }
 
-/// The part of every managed pipeline after the source: drop stale frames,
-/// scale, encode, hand to camstream.
-///
-/// The capsfilter starts empty; `pipeline/` fills in scale x the source's
-/// real size once caps are negotiated (and again if the source changes
-/// resolution mid-stream).
-pub fn tail(opts: &RenderOptions) -> String {
-    let rate = match opts.max_fps {
-        // Before the queue and the scaler, so a frame over the cap costs
-        // nothing past its decode.
-        Some(fps) => format!("videorate name=camstream_rate drop-only=true max-rate={fps} ! "),
-        None => String::new(),
-    };
-    format!(
-        "{rate}queue name=camstream_queue leaky=downstream max-size-buffers=1 max-size-bytes=0 \
-         max-size-time=0 ! videoconvertscale name=camstream_scale ! capsfilter name=camstream_caps \
-         ! jpegenc name=camstream_enc quality={} ! appsink name=sink max-buffers=1 drop=true sync=false",
-        opts.quality
-    )
-}
-
-/// The element that decodes a JPEG stream for these options: camstream's
-/// own `camstreamjpegdec`, which decodes in the DCT straight to the
-/// smallest of 1/1, 1/2, 1/4, 1/8 at or above `scale` (the scaler does the
-/// rest), or with `mjpeg_lowres = false` jpegdec at full size.
-///
-/// On by default: decoding a 1080p MJPEG stream to 480x270 this way
-/// costs 0.7-0.8x the CPU of jpegdec plus the scaler (docs/benchmarks.md).
-/// avdec_mjpeg's `lowres`, which this replaces, saved nothing on
-/// GStreamer 1.22 with FFmpeg 5.1.
+/// The JPEG decoder `{jpeg_decoder}` and `{source}` put inside a template,
+/// which then goes on with raw video: camstream's own `camstreamjpegdec` at
+/// full size (it drops truncated and corrupt frames instead of failing),
+/// or with `mjpeg_lowres = false` jpegdec. A template that ends at
+/// `image/jpeg` instead lets camstream decode, straight to the size in use
+/// in the DCT, or pass the JPEGs through.
 pub fn jpeg_decoder(opts: &RenderOptions) -> String {
     if opts.mjpeg_lowres {
-        format!(
-            "{} name={LOWRES_DECODER} max-scale={}",
-            crate::pipeline::DCT_JPEG_DECODER,
-            opts.scale.clamp(0.0, 1.0)
-        )
+        crate::pipeline::DCT_JPEG_DECODER.to_string()
     } else {
         "jpegdec".to_string()
     }
 }
 
-/// Decoding a stream of JPEG images. jpegparse puts the JPEG's real size in
-/// the caps, which a reduced-size decoder's output no longer shows.
-fn mjpeg_decode(opts: &RenderOptions) -> String {
-    if opts.mjpeg_lowres {
-        format!("jpegparse ! {}", jpeg_decoder(opts))
-    } else {
-        jpeg_decoder(opts)
+/// A source fragment or override is parsed on its own, as a bin, and
+/// gst-launch reads caps written between two elements (`a ! video/x-raw !
+/// b`) but not at the end, where they name nothing to link to: so caps
+/// that end the text become the capsfilter they stand for. Element names
+/// never hold a `/`, and a media type always does.
+pub fn trailing_caps_as_capsfilter(description: &str) -> String {
+    let Some(cut) = last_link(description) else {
+        return description.to_string();
+    };
+    let tail = description[cut + 1..].trim();
+    let media_type = tail
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .next()
+        .unwrap_or("");
+    if !media_type.contains('/') {
+        return description.to_string();
     }
+    format!(
+        "{} ! capsfilter caps={}",
+        description[..cut].trim_end(),
+        quote(tail)
+    )
+}
+
+/// The byte offset of the last `!` outside double quotes.
+fn last_link(description: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut last = None;
+    for (i, c) in description.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            '!' if !quoted => last = Some(i),
+            _ => {}
+        }
+    }
+    last
 }
 
 /// Quotes a value for gst-launch syntax when it needs it.
@@ -454,7 +506,7 @@ fn placeholder(
         origin: origin.into(),
     })?;
     let value = match (name, source) {
-        ("source", source) => Some(fragment(source, opts)),
+        ("source", source) => Some(fragment(source, opts, Output::Raw)),
         ("jpeg_decoder", _) => Some(jpeg_decoder(opts)),
         ("location", Source::Rtsp { url, .. } | Source::Http { url, .. }) => {
             Some(quote(url.as_str()))
@@ -544,23 +596,46 @@ mod tests {
     }
 
     #[test]
-    fn jpeg_decoder_follows_the_option_and_the_scale() {
-        let decoder = |scale, on| {
+    fn jpeg_decoders_follow_the_option() {
+        let decoder = |on| {
             jpeg_decoder(&RenderOptions {
-                scale,
                 mjpeg_lowres: on,
                 ..opts()
             })
         };
-        assert_eq!(
-            decoder(0.25, true),
-            "camstreamjpegdec name=camstream_dec max-scale=0.25"
+        assert_eq!(decoder(true), "camstreamjpegdec");
+        assert_eq!(decoder(false), "jpegdec");
+        let source = Source::parse("http://cam/video.mjpg").unwrap();
+        let own = plan(Some(&source), PipelineText::Source, &opts()).unwrap();
+        assert_eq!(own.jpeg_decoder, JpegDecoder::Dct);
+        assert!(
+            own.description
+                .ends_with("multipartdemux single-stream=true ! capsfilter caps=image/jpeg"),
+            "camstream's own fragment ends at the JPEG parts: {}",
+            own.description
         );
-        assert_eq!(
-            decoder(2.0, true),
-            "camstreamjpegdec name=camstream_dec max-scale=1"
+        // `{source}` in a template is followed by the template's own
+        // elements, which take raw video.
+        let wrapped = plan(
+            Some(&source),
+            PipelineText::Template {
+                text: "{source} ! videoflip method=rotate-180",
+                origin: "t",
+            },
+            &RenderOptions {
+                mjpeg_lowres: false,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert!(
+            wrapped
+                .description
+                .ends_with("jpegparse ! jpegdec ! videoflip method=rotate-180"),
+            "{}",
+            wrapped.description
         );
-        assert_eq!(decoder(0.25, false), "jpegdec");
+        assert_eq!(wrapped.jpeg_decoder, JpegDecoder::Full);
     }
 
     #[test]
@@ -605,11 +680,7 @@ mod tests {
                 interval: Duration::from_millis(250),
             })
         );
-        assert!(
-            !plan.description.contains("videorate"),
-            "{}",
-            plan.description
-        );
+        assert_eq!(plan.max_fps, None, "no second cap on snapshots");
         assert_eq!(
             opts().snapshot_interval(),
             Duration::from_secs(1) / DEFAULT_SNAPSHOT_FPS
@@ -617,6 +688,26 @@ mod tests {
         let stream = super::plan(Some(&source), PipelineText::Source, &opts()).unwrap();
         assert_eq!(stream.http, Some(HttpMode::Stream));
         assert_eq!(stream.transport, None);
+    }
+
+    #[test]
+    fn caps_that_end_a_fragment_become_a_capsfilter() {
+        assert_eq!(
+            trailing_caps_as_capsfilter("videotestsrc ! video/x-raw,width=800, height=600"),
+            "videotestsrc ! capsfilter caps=\"video/x-raw,width=800, height=600\""
+        );
+        assert_eq!(
+            trailing_caps_as_capsfilter("v4l2src ! image/jpeg"),
+            "v4l2src ! capsfilter caps=image/jpeg"
+        );
+        for unchanged in [
+            "videotestsrc ! video/x-raw ! videoflip",
+            "rtspsrc location=\"rtsp://h/a!b/c\"",
+            "filesrc location=/a/b.mp4 ! decodebin",
+            "videotestsrc",
+        ] {
+            assert_eq!(trailing_caps_as_capsfilter(unchanged), unchanged);
+        }
     }
 
     #[test]

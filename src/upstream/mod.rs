@@ -266,10 +266,22 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// A camera of an upstream, as its `GET /api/cameras` lists it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct RemoteCamera {
     pub id: String,
     pub name: String,
+    /// Its sizes (`default`, its own, `full`); a camstream from before
+    /// sizes lists none.
+    #[serde(default)]
+    pub sizes: Vec<RemoteSize>,
+}
+
+/// One size of an upstream camera.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct RemoteSize {
+    pub name: String,
+    pub scale: f64,
+    pub quality: u8,
 }
 
 /// What a relay camera pulls: which upstream, which of its cameras.

@@ -218,6 +218,7 @@ fn lists_wake_only_on_change() {
     let camera = |id: &str| RemoteCamera {
         id: id.into(),
         name: id.into(),
+        sizes: Vec::new(),
     };
     lists.set("edge", vec![camera("a")]);
     assert_eq!(lists.get("edge"), [camera("a")]);

@@ -46,6 +46,9 @@ pub struct HttpCameraOptions {
     /// After this many snapshots, `/snapshot.jpg` answers with an HTML
     /// page instead (a camera whose session expired, or a login page).
     pub html_after: Option<u64>,
+    /// Frames without Huffman tables (no DHT segment), as AVI1 webcams and
+    /// some IP cameras send them.
+    pub avi1: bool,
 }
 
 impl Default for HttpCameraOptions {
@@ -59,6 +62,7 @@ impl Default for HttpCameraOptions {
             first_part_delay: Duration::ZERO,
             tls: None,
             html_after: None,
+            avi1: false,
         }
     }
 }
@@ -84,9 +88,14 @@ impl HttpCamera {
     pub async fn start(opts: HttpCameraOptions) -> HttpCamera {
         let frames = {
             let (w, h, fps) = (opts.width, opts.height, opts.fps);
-            tokio::task::spawn_blocking(move || encode_frames(w, h, fps))
+            let frames = tokio::task::spawn_blocking(move || encode_frames(w, h, fps))
                 .await
-                .unwrap()
+                .unwrap();
+            if opts.avi1 {
+                frames.iter().map(|f| strip_huffman_tables(f)).collect()
+            } else {
+                frames
+            }
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -139,6 +148,11 @@ impl HttpCamera {
         format!("{scheme}://{user}:{pass}@{}{path}", self.addr)
     }
 
+    /// The frames served, in a loop, exactly as sent.
+    pub fn frames(&self) -> &[Bytes] {
+        &self.shared.frames
+    }
+
     /// Snapshots served so far.
     pub fn snapshots_served(&self) -> u64 {
         self.shared.snapshots.load(Ordering::SeqCst)
@@ -153,6 +167,26 @@ impl HttpCamera {
 impl Drop for HttpCamera {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// `frame` without its DHT segments (those before the first scan), as an
+/// AVI1 webcam frame comes.
+fn strip_huffman_tables(frame: &[u8]) -> Bytes {
+    let mut out = frame[..2].to_vec();
+    let mut pos = 2;
+    loop {
+        assert_eq!(frame[pos], 0xFF, "a marker at {pos}");
+        let code = frame[pos + 1];
+        if code == 0xDA {
+            out.extend_from_slice(&frame[pos..]);
+            return Bytes::from(out);
+        }
+        let len = usize::from(u16::from_be_bytes([frame[pos + 2], frame[pos + 3]]));
+        if code != 0xC4 {
+            out.extend_from_slice(&frame[pos..pos + 2 + len]);
+        }
+        pos += 2 + len;
     }
 }
 
