@@ -802,3 +802,112 @@ async fn the_pull_runs_only_while_someone_watches() {
     relay.shutdown().await;
     edge.shutdown().await;
 }
+
+/// Each size of an edge camera is relayed as it is: a viewer of
+/// `?size=thumb` on the relay gets the edge's thumb frames, pulled with
+/// `?size=thumb`, beside the default size's pull; while the edge is down
+/// each size's viewers get a placeholder of their own size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_size_of_an_edge_camera_is_relayed_at_its_size() {
+    common::init();
+    let edge_port = free_port();
+    // `[defaults]` once, with its sizes table after its keys.
+    let text = |port: u16| {
+        edge_text(port, &["a"]).replace(
+            "[defaults]\nscale = 1\n",
+            "[defaults]\nscale = 1\n[defaults.sizes]\nthumb = { scale = 0.5, quality = 60 }\n",
+        )
+    };
+    let edge = App::build(Config::parse(&text(edge_port), None).unwrap())
+        .await
+        .unwrap();
+    let relay = start_relay(&upstream(edge.local_addr(), TOKEN)).await;
+    let base = common::app::base(&relay);
+    let info = until(
+        "the relay lists edge.a with its sizes",
+        DEADLINE,
+        async || {
+            let camera = relay.cameras().get("edge.a").ok_or(anyhow!("not listed"))?;
+            let info = serde_json::to_value(camera.info())?;
+            let sizes: Vec<&str> = info["sizes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|s| s["name"].as_str())
+                .collect();
+            anyhow::ensure!(sizes == ["default", "thumb"], "{sizes:?}");
+            Ok(info)
+        },
+    )
+    .await;
+    assert_eq!(info["kind"], "relay", "{info}");
+
+    let size_of = |part: &common::mjpeg::Part| {
+        camstream::jpeg::read_header(&part.body)
+            .map(|h| (h.width, h.height))
+            .unwrap()
+    };
+    let mut thumb = MjpegStream::connect(&format!(
+        "{base}/api/cameras/edge.a/stream.mjpeg?size=thumb"
+    ))
+    .await
+    .unwrap();
+    let mut full = MjpegStream::connect(&format!("{base}/api/cameras/edge.a/stream.mjpeg"))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let part = thumb
+            .next_part_timeout(Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(size_of(&part), (WIDTH / 2, HEIGHT / 2));
+        let part = full
+            .next_part_timeout(Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(size_of(&part), (WIDTH, HEIGHT));
+    }
+    // The edge serves one stream per size, to the relay.
+    let edge_info = until("one pull per size at the edge", DEADLINE, async || {
+        let cameras = cameras(edge.local_addr(), Some(TOKEN)).await?;
+        let viewers: Vec<(String, u64)> = cameras[0]["sizes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap_or_default().to_string(),
+                    s["viewers"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        anyhow::ensure!(
+            viewers
+                == [
+                    ("default".into(), 1),
+                    ("thumb".into(), 1),
+                    ("full".into(), 0)
+                ],
+            "{viewers:?}"
+        );
+        Ok(viewers)
+    })
+    .await;
+    eprintln!("the edge's viewers per size: {edge_info:?}");
+
+    // The edge down: a placeholder of each viewer's own size.
+    edge.shutdown().await;
+    for (stream, size) in [
+        (&mut thumb, (WIDTH / 2, HEIGHT / 2)),
+        (&mut full, (WIDTH, HEIGHT)),
+    ] {
+        until("a placeholder", DEADLINE, async || {
+            let part = stream.next_part_timeout(Duration::from_secs(5)).await?;
+            anyhow::ensure!(part.header("x-camstream-frame") == Some("placeholder"));
+            anyhow::ensure!(size_of(&part) == size, "{:?}", size_of(&part));
+            Ok(())
+        })
+        .await;
+    }
+    relay.shutdown().await;
+}
