@@ -911,3 +911,41 @@ async fn every_size_of_an_edge_camera_is_relayed_at_its_size() {
     }
     relay.shutdown().await;
 }
+
+/// `camstream check` on a relay's config: the upstream listed, no demo
+/// camera, the token nowhere (as scripts/validate-k8s.sh runs it).
+#[test]
+fn camstream_check_lists_a_relays_upstreams() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("edge.token"), format!("{TOKEN}\n")).unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(
+        &path,
+        "[[upstreams]]\nname = \"edge-1\"\nurl = \"https://edge-1.example:8000\"\ntoken_file = \"edge.token\"\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_camstream"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "upstream edge-1: https://edge-1.example:8000, its cameras served as edge-1.<camera id>"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("0 camera(s) and 1 upstream(s), 0 error(s)"),
+        "{text}"
+    );
+    assert!(!text.contains("demo"), "{text}");
+    assert!(!text.contains(TOKEN), "{text}");
+}

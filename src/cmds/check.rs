@@ -178,7 +178,17 @@ pub fn check(config: &Config) -> Vec<Finding> {
     for entry in cameras {
         check_camera(entry, &mut findings);
     }
-    findings.extend(hardware_decoders());
+    // Listing decoders needs GStreamer, which nothing above started for a
+    // relay with no camera of its own.
+    match crate::pipeline::init() {
+        Ok(()) => findings.extend(hardware_decoders()),
+        Err(e) => findings.push(Finding {
+            level: Level::Error,
+            location: None,
+            camera: None,
+            message: e.to_string(),
+        }),
+    }
     findings
 }
 
