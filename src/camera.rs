@@ -445,6 +445,25 @@ impl Camera {
                 })
             }
             Some(output) => Ok(Arc::clone(output)),
+            // A relayed camera has the upstream's stream sizes, and no
+            // `full`: that would need a decode here.
+            None if self
+                .configured()
+                .settings
+                .as_ref()
+                .is_ok_and(|s| s.relay.is_some()) =>
+            {
+                Err(SizeError::Unknown {
+                    id: self.id.clone(),
+                    size: crate::redact::redact_text(name).into_owned(),
+                    known: outputs
+                        .stream_names()
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect(),
+                    full: false,
+                })
+            }
             None if outputs.get(FULL_SIZE).is_none() => Err(SizeError::OneSize {
                 id: self.id.clone(),
                 size: crate::redact::redact_text(name).into_owned(),

@@ -867,6 +867,26 @@ async fn every_size_of_an_edge_camera_is_relayed_at_its_size() {
             .unwrap();
         assert_eq!(size_of(&part), (WIDTH, HEIGHT));
     }
+    // No `full` on a relay: it would need a decode here.
+    let (status, _, body) =
+        common::app::get(&format!("{base}/api/cameras/edge.a/snapshot.jpg?size=full"))
+            .await
+            .unwrap();
+    assert_eq!(status, 400);
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("unknown_size") && body.contains("its sizes are default, thumb\""),
+        "{body}"
+    );
+    let (status, headers, _) = common::app::get(&format!(
+        "{base}/api/cameras/edge.a/snapshot.jpg?size=thumb"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        (status, headers["content-type"].to_str().unwrap()),
+        (200, "image/jpeg")
+    );
     // The edge serves one stream per size, to the relay.
     let edge_info = until("one pull per size at the edge", DEADLINE, async || {
         let cameras = cameras(edge.local_addr(), Some(TOKEN)).await?;
