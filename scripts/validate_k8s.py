@@ -34,19 +34,10 @@ import re
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
 
 import kubernetes_validate.utils as kv
 import yaml
-
-# Keys of the ConfigMaps' camstream.toml files that camstream does not know
-# yet, so `camstream check` would refuse them. Each is taken out of the file
-# before the check (reported as skipped); everything else in the file is
-# checked. Remove an entry when camstream learns the key.
-NOT_YET_IN_CAMSTREAM = {
-    "upstreams": "[[upstreams]] is issue 14's relay feature, not in camstream yet",
-}
 
 # The Kubernetes versions the manifests are checked against: the oldest
 # we claim (README.md) and the newest kubernetes-validate bundles.
@@ -342,20 +333,6 @@ def stand_in(name):
     return hashlib.sha256(f"validate-k8s {name}".encode()).hexdigest()[:32]
 
 
-def strip_tables(text, key):
-    """`text` without its [[key]] / [key] tables. Checked against tomllib
-    below, so a file this cannot cut cleanly fails instead of passing."""
-    out, skipping = [], False
-    header = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-\"]+)\s*\]\]?")
-    for line in text.splitlines(keepends=True):
-        m = header.match(line)
-        if m:
-            skipping = m.group(1).split(".")[0] == key
-        if not skipping:
-            out.append(line)
-    return "".join(out)
-
-
 def render(script, secrets_dir, output, templates):
     return subprocess.run(
         ["sh", str(script), str(secrets_dir), str(output), *map(str, templates)],
@@ -417,15 +394,6 @@ def config_check(report, what, cm, key, plan, args):
         if "${" in re.sub(r"(?m)^\s*#.*$", "", config):
             report.fail(f"config {what}", ["a ${...} is left after rendering"])
             return
-        full = tomllib.loads(config)
-        for table, why in NOT_YET_IN_CAMSTREAM.items():
-            if table in full:
-                config = strip_tables(config, table)
-                expected = {k: v for k, v in full.items() if k != table}
-                if tomllib.loads(config) != expected:
-                    report.fail(f"config {what}", [f"cannot take [{table}] out cleanly to check the rest"])
-                    return
-                report.skip(f"config {what}: [{table}]", why)
         rendered.write_text(config)
         result = subprocess.run(
             [args.camstream, "check", "--config", str(rendered)],

@@ -85,6 +85,7 @@ impl App {
         // Starting is a reload from nothing: every camera is "added", and
         // config problems and auth warnings are logged on the way.
         control.apply(config).await;
+        tokio::spawn(Arc::clone(&control).follow_upstreams());
 
         let connections = Arc::new(Connections::default());
         let state = AppState {

@@ -7,6 +7,7 @@
 //! ends. Every exit path sets the pipeline to NULL. Viewers hold a
 //! [`Viewer`]; its drop is what tells the supervisor a viewer left.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, sleep, timeout};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, info, warn};
 
 use crate::config::FULL_SIZE;
@@ -31,6 +33,7 @@ use crate::pipeline::{
 };
 use crate::redact::{KnownSecrets, Redactor};
 use crate::source::{Attempt, HttpMode, LowerTransport, PipelinePlan, Source};
+use crate::upstream::{self, RelaySource, UpstreamError};
 
 /// First retry delay after a failure; short, because most failures are a
 /// camera rebooting or a network blip.
@@ -105,6 +108,8 @@ pub enum CameraError {
         /// How the source was read, e.g. "RTSP over UDP".
         via: Option<String>,
     },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -440,6 +445,25 @@ impl Camera {
                 })
             }
             Some(output) => Ok(Arc::clone(output)),
+            // A relayed camera has the upstream's stream sizes, and no
+            // `full`: that would need a decode here.
+            None if self
+                .configured()
+                .settings
+                .as_ref()
+                .is_ok_and(|s| s.relay.is_some()) =>
+            {
+                Err(SizeError::Unknown {
+                    id: self.id.clone(),
+                    size: crate::redact::redact_text(name).into_owned(),
+                    known: outputs
+                        .stream_names()
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect(),
+                    full: false,
+                })
+            }
             None if outputs.get(FULL_SIZE).is_none() => Err(SizeError::OneSize {
                 id: self.id.clone(),
                 size: crate::redact::redact_text(name).into_owned(),
@@ -652,6 +676,10 @@ impl Camera {
     /// `failed` from the start instead of at its first viewer.
     async fn check(&self, configured: &Configured) -> Result<CameraSettings, CameraError> {
         let settings = configured.settings.clone().map_err(CameraError::Config)?;
+        if settings.relay.is_some() {
+            // No pipeline: the frames come from the upstream as they are.
+            return Ok(settings);
+        }
         let plan = settings
             .plan()
             .map_err(|e| CameraError::Config(e.to_string()))?;
@@ -831,6 +859,9 @@ impl Camera {
         configured: &mut watch::Receiver<Arc<Configured>>,
         outage: &mut Option<Outage>,
     ) -> Exit {
+        if let Some(relay) = &run.settings.relay {
+            return self.run_relay(run, relay, configured, outage).await;
+        }
         let mut run = *run;
         let settings = run.settings;
         learned.follow(settings);
@@ -1091,6 +1122,216 @@ impl Camera {
         }
         exit
     }
+}
+
+impl Camera {
+    /// One run of a relay camera: pulls the upstream's stream of each size
+    /// that has viewers here (`?size=NAME`; the default size also while
+    /// `always_on`) into that size's hub, starting and stopping pulls as
+    /// sizes are watched and left, until a pull fails or stalls, the last
+    /// viewer has been gone for `idle_timeout`, or the camera is
+    /// reconfigured or shut down. The same states, bounds and back-off as
+    /// a pipeline's run; the outage placeholders are the supervisor's, as
+    /// for any camera.
+    async fn run_relay(
+        &self,
+        run: &Run<'_>,
+        relay: &RelaySource,
+        configured: &mut watch::Receiver<Arc<Configured>>,
+        outage: &mut Option<Outage>,
+    ) -> Exit {
+        let Run {
+            settings,
+            viewers,
+            deadline,
+            retrying,
+        } = *run;
+        if !retrying {
+            self.set_state(State::Starting);
+        }
+        self.counters.starts.fetch_add(1, Ordering::Relaxed);
+        self.stats.input_size.store(0, Ordering::Relaxed);
+        self.status.send_if_modified(|st| {
+            let changed = st.transport != Some("mjpeg");
+            st.transport = Some("mjpeg");
+            changed
+        });
+        info!(source = %settings.source_display(), "relay started");
+        let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<UpstreamError>();
+        // Each size's pull, and since when nobody watches that size.
+        let mut pulls: HashMap<String, (AbortOnDropHandle<()>, Option<Instant>)> = HashMap::new();
+        let mut streaming_since: Option<Instant> = None;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut first_frame_tick = tokio::time::interval(FIRST_FRAME_TICK);
+        let first_count = self.stats.source_frames.load(Ordering::Relaxed);
+        let mut last_count = first_count;
+        let mut last_progress = Instant::now();
+        let mut fps_window = (Instant::now(), last_count);
+        let idle = idle_for(viewers.clone(), settings.idle_timeout);
+        tokio::pin!(idle);
+        let mut viewers = viewers.clone();
+        let streamed_for = |since: Option<Instant>| since.map_or(Duration::ZERO, |t| t.elapsed());
+        let exit = loop {
+            // The pulls follow the watched sizes: a size's pull starts with
+            // its first viewer and stops `idle_timeout` after its last, as
+            // a camera's pipeline does.
+            let outputs = self.outputs();
+            let watched =
+                |i: usize, output: &Output| output.viewers() > 0 || (settings.always_on && i == 0);
+            let now = Instant::now();
+            pulls.retain(|name, (_, unwatched)| {
+                let Some((i, output)) = outputs.iter().enumerate().find(|(_, o)| o.name() == name)
+                else {
+                    return false;
+                };
+                if watched(i, output) {
+                    *unwatched = None;
+                    return true;
+                }
+                now - *unwatched.get_or_insert(now) < settings.idle_timeout
+            });
+            for (i, output) in outputs.iter().enumerate() {
+                if !watched(i, output) || pulls.contains_key(output.name()) {
+                    continue;
+                }
+                let size = (i > 0).then(|| output.name().to_string());
+                let task = tokio::spawn(
+                    relay_pull(
+                        relay.clone(),
+                        size,
+                        Arc::clone(output),
+                        Arc::clone(&self.stats),
+                        failed_tx.clone(),
+                    )
+                    .in_current_span(),
+                );
+                pulls.insert(
+                    output.name().to_string(),
+                    (AbortOnDropHandle::new(task), None),
+                );
+            }
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break Exit::Shutdown,
+                _ = configured.changed() => break Exit::Reconfigured,
+                Some(error) = failed_rx.recv() => break Exit::Failed {
+                    error: CameraError::Upstream(error),
+                    streamed_for: streamed_for(streaming_since),
+                },
+                _ = viewers.changed() => {}
+                _ = first_frame_tick.tick(), if streaming_since.is_none() => {
+                    if self.stats.source_frames.load(Ordering::Relaxed) != first_count {
+                        streaming_since = Some(Instant::now());
+                        *outage = None;
+                        self.end_outage();
+                        if let Some((w, h)) = self.stats.input() {
+                            self.last_input.store(pack_size(w, h), Ordering::Relaxed);
+                        }
+                        self.set_state(State::Streaming);
+                        info!(input = ?self.stats.input(), "first frame from the upstream");
+                    }
+                }
+                _ = tick.tick() => {
+                    let count = self.stats.source_frames.load(Ordering::Relaxed);
+                    let now = Instant::now();
+                    if count != last_count {
+                        last_count = count;
+                        last_progress = now;
+                        // The upstream's placeholders size ours too.
+                        if let Some((w, h)) = self.stats.input() {
+                            self.last_input.store(pack_size(w, h), Ordering::Relaxed);
+                        }
+                    }
+                    let error = match streaming_since {
+                        Some(_) if now - last_progress >= settings.watchdog => {
+                            Some(CameraError::Stalled(settings.watchdog))
+                        }
+                        None if now >= deadline => Some(CameraError::NoFirstFrame {
+                            after: settings.first_frame_timeout,
+                            via: Some(format!("relayed from upstream {}", relay.upstream.name)),
+                        }),
+                        _ => None,
+                    };
+                    if let Some(error) = error {
+                        break Exit::Failed { error, streamed_for: streamed_for(streaming_since) };
+                    }
+                    let elapsed = now - fps_window.0;
+                    if elapsed >= Duration::from_secs(1) {
+                        let fps = (count - fps_window.1) as f64 / elapsed.as_secs_f64();
+                        fps_window = (now, count);
+                        self.status.send_if_modified(|st| {
+                            let changed = (st.fps - fps).abs() > 0.05;
+                            st.fps = fps;
+                            changed
+                        });
+                    }
+                }
+                _ = &mut idle, if !settings.always_on => break Exit::Idle,
+            }
+        };
+        // Every pull ends with the run.
+        drop(pulls);
+        match &exit {
+            Exit::Idle => info!("no viewers for {:?}: stopped", settings.idle_timeout),
+            Exit::Reconfigured => info!("configuration changed: restarting"),
+            _ => {}
+        }
+        exit
+    }
+}
+
+/// One size's pull of a relayed camera: each live frame into the size's
+/// output (counted as a source frame, which is what the supervisor's
+/// first-frame, watchdog and fps read), the upstream's placeholders
+/// passed on as placeholders; the error that ends it to `failed`.
+async fn relay_pull(
+    relay: RelaySource,
+    size: Option<String>,
+    output: Arc<Output>,
+    stats: Arc<PipelineStats>,
+    failed: tokio::sync::mpsc::UnboundedSender<UpstreamError>,
+) {
+    let scale = output.spec().scale;
+    let result = upstream::pull(
+        &relay,
+        size.as_deref(),
+        |frame| match frame.kind {
+            FrameKind::Live => {
+                stats.source_frames.fetch_add(1, Ordering::Relaxed);
+                // The source's size, as the upstream's scale implies: what
+                // the placeholders of every size are sized from.
+                let source = |v: u32| (f64::from(v) / scale).round() as u32;
+                stats.input_size.store(
+                    pack_size(source(frame.width), source(frame.height)),
+                    Ordering::Relaxed,
+                );
+                output.stats().frames_in.fetch_add(1, Ordering::Relaxed);
+                output.publish(frame.jpeg, frame.width, frame.height);
+            }
+            FrameKind::Placeholder => {
+                if output.viewers() > 0 {
+                    output.hub().publish(
+                        frame.jpeg,
+                        frame.width,
+                        frame.height,
+                        FrameKind::Placeholder,
+                    );
+                }
+            }
+        },
+        || {
+            output.stats().frames_in.fetch_add(1, Ordering::Relaxed);
+        },
+    )
+    .await;
+    let error = match result {
+        Err(e) => e,
+        Ok(()) => UpstreamError::Ended {
+            upstream: relay.upstream.name.clone(),
+        },
+    };
+    let _ = failed.send(error);
 }
 
 /// What every attempt of one (re)start shares.
@@ -1378,7 +1619,11 @@ impl Camera {
                     .map(CameraSettings::source_display)
                     .unwrap_or_default(),
             ),
-            kind: settings.and_then(|s| s.source.as_ref()).map(|s| s.kind()),
+            kind: match settings {
+                Some(s) if s.relay.is_some() => Some("relay"),
+                Some(s) => s.source.as_ref().map(|s| s.kind()),
+                None => None,
+            },
             state: status.state,
             since: rfc3339(status.since),
             last_error: status.last_error.as_deref().map(|e| secrets.redact(e)),
@@ -1399,8 +1644,10 @@ impl Camera {
             output: sizes.first().and_then(|s| s.output),
             fps: (status.fps * 10.0).round() / 10.0,
             viewers: self.viewer_count(),
-            scale: settings.map(|s| s.scale),
-            quality: settings.map(|s| s.quality),
+            // A relay camera passes the upstream's JPEGs on: its own scale
+            // and quality do not apply.
+            scale: settings.filter(|s| s.relay.is_none()).map(|s| s.scale),
+            quality: settings.filter(|s| s.relay.is_none()).map(|s| s.quality),
             max_fps: settings.and_then(|s| s.max_fps),
             always_on: settings.map(|s| s.always_on),
             starts,
@@ -1465,6 +1712,12 @@ fn size_info(id: &CameraId, output: &Output, input: Option<(u32, u32)>) -> SizeI
 /// its default size, so its viewers are told why it cannot run.
 fn wanted_outputs(configured: &Configured) -> Vec<Wanted> {
     match &configured.settings {
+        // A relayed camera has the upstream's stream sizes; no `full`,
+        // which would need a decode here.
+        Ok(settings) if settings.relay.is_some() => Outputs::wanted(settings, true)
+            .into_iter()
+            .filter(|w| w.kind == Kind::Stream)
+            .collect(),
         Ok(settings) => {
             let managed = settings.plan().map_or(true, |p| p.managed);
             Outputs::wanted(settings, managed)

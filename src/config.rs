@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ use crate::pipeline::Decoder;
 use crate::redact::{Redactor, redact_text};
 use crate::source::{self, Attempt, PipelinePlan, PipelineText, RenderOptions, Source, Transport};
 use crate::tls::TlsConfig;
+use crate::upstream::{RelaySource, RemoteCamera, Upstream, UpstreamConfig};
 
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "camstream.toml";
@@ -566,6 +568,9 @@ pub struct CameraSettings {
     pub decoder: Decoder,
     /// The override's text and where it came from.
     pub pipeline: Option<PipelineOverride>,
+    /// A camera of an upstream camstream, relayed: its frames are pulled
+    /// from there, no pipeline runs.
+    pub relay: Option<RelaySource>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -632,6 +637,15 @@ impl CameraSettings {
     /// The source as shown to people: every secret masked.
     pub fn source_display(&self) -> String {
         let shown = match (&self.source, &self.pipeline) {
+            _ if self.relay.is_some() => {
+                format!(
+                    "relay: {}",
+                    self.relay
+                        .as_ref()
+                        .map(RelaySource::display)
+                        .unwrap_or_default()
+                )
+            }
             (Some(source), _) => source.to_string(),
             (None, Some(o)) => format!("pipeline: {}", o.origin),
             (None, None) => String::new(),
@@ -838,6 +852,7 @@ impl CameraConfig {
             sizes,
             decoder: self.decoder.or(defaults.decoder).unwrap_or_default(),
             pipeline,
+            relay: None,
         };
         // Render now, so a template that cannot be filled in for this source
         // is reported with the rest rather than at the first viewer.
@@ -942,6 +957,64 @@ pub struct CameraEntry {
     pub settings: Result<CameraSettings, String>,
 }
 
+impl CameraEntry {
+    /// A camera of `upstream`, relayed as `<upstream>.<camera id>`, with
+    /// the `[defaults]` that apply to any camera (idle timeout, viewer
+    /// limit, watchdog, first-frame timeout); None if the upstream's id
+    /// cannot make a local one (too long).
+    pub fn relay(
+        upstream: &Arc<Upstream>,
+        remote: &RemoteCamera,
+        defaults: &Defaults,
+        pipelines_dir: &Path,
+    ) -> Option<CameraEntry> {
+        let id = upstream.local_id(&remote.id).ok()?;
+        // Resolved as a camera is, so [defaults] are checked and applied
+        // in one place; the test source only stands in for the relay.
+        let settings = CameraConfig {
+            source: Some(SourceValue::Text("test:".into())),
+            ..CameraConfig::new(id.clone())
+        }
+        .resolve(defaults, pipelines_dir)
+        .map(|settings| {
+            // The upstream's sizes, each pulled as it is (`?size=NAME`):
+            // their scale and quality size the placeholders here.
+            let default = remote.sizes.iter().find(|s| s.name == DEFAULT_SIZE);
+            let sizes = remote
+                .sizes
+                .iter()
+                .filter(|s| s.name != DEFAULT_SIZE && s.name != FULL_SIZE)
+                .filter_map(|s| {
+                    Some(Size {
+                        name: SizeName::new(s.name.clone()).ok()?,
+                        scale: s.scale,
+                        quality: s.quality,
+                    })
+                })
+                .collect();
+            CameraSettings {
+                name: remote.name.clone(),
+                source: None,
+                scale: default.map_or(settings.scale, |d| d.scale),
+                quality: default.map_or(settings.quality, |d| d.quality),
+                sizes,
+                relay: Some(RelaySource {
+                    upstream: Arc::clone(upstream),
+                    camera: remote.id.clone(),
+                }),
+                ..settings
+            }
+        });
+        Some(CameraEntry {
+            id,
+            name: remote.name.clone(),
+            location: None,
+            config: None,
+            settings,
+        })
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -950,6 +1023,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub defaults: Defaults,
     pub cameras: Vec<CameraEntry>,
+    /// `[[upstreams]]`: other camstreams whose cameras are served as
+    /// `<name>.<camera id>`.
+    pub upstreams: Vec<Arc<Upstream>>,
     /// Entries that cannot even be listed (no id, duplicate id), as
     /// `file:line: message`.
     pub problems: Vec<String>,
@@ -982,6 +1058,8 @@ struct RawConfig {
     defaults: Defaults,
     #[serde(default)]
     cameras: Vec<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    upstreams: Vec<toml::Spanned<UpstreamConfig>>,
 }
 
 impl Config {
@@ -999,6 +1077,7 @@ impl Config {
                 config: None,
                 settings: Ok(demo),
             }],
+            upstreams: Vec::new(),
             problems: Vec::new(),
             overrides: Overrides::default(),
         }
@@ -1096,11 +1175,29 @@ impl Config {
             });
         }
 
+        let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
+        for spanned in raw.upstreams {
+            let (line, _) = line_col(text, spanned.span().start);
+            let error = |message: String| ConfigError::Parse {
+                location: format!("{origin}:{line}"),
+                message,
+            };
+            let upstream = Upstream::resolve(spanned.get_ref(), &base).map_err(error)?;
+            if upstreams.iter().any(|u| u.name == upstream.name) {
+                return Err(error(format!(
+                    "duplicate [[upstreams]] name {:?}: names must be unique, each is its cameras' namespace",
+                    upstream.name
+                )));
+            }
+            upstreams.push(Arc::new(upstream));
+        }
+
         let mut config = Config {
             path: path.map(Path::to_path_buf),
             server,
             defaults: raw.defaults,
             cameras: Vec::new(),
+            upstreams,
             problems: Vec::new(),
             overrides: overrides.clone(),
         };
@@ -1144,6 +1241,17 @@ impl Config {
                     }
                 }
             };
+            // Upstream cameras are named <upstream>.<id>: a local camera
+            // there could clash with one at any refresh.
+            if let Some(upstream) = config.upstreams.iter().find(|u| u.owns(&entry.id)) {
+                return Err(ConfigError::Parse {
+                    location: at,
+                    message: format!(
+                        "camera id \"{}\" is in the namespace of [[upstreams]] \"{}\", whose cameras are {}.<camera id>: rename the camera (no \"{}.\" prefix)",
+                        entry.id, upstream.name, upstream.name, upstream.name
+                    ),
+                });
+            }
             if !seen.insert(entry.id.clone()) {
                 config.problems.push(format!(
                     "{at}: duplicate camera id \"{}\": ids must be unique; this camera is ignored",
@@ -1177,6 +1285,9 @@ impl Config {
         if let Some(auth) = &self.server.auth {
             secrets.extend(auth.secrets());
         }
+        for upstream in &self.upstreams {
+            secrets.extend(upstream.secrets());
+        }
         Redactor::new(secrets)
     }
 
@@ -1189,9 +1300,10 @@ impl Config {
     }
 
     /// With no camera configured, serve the demo camera so the quick start
-    /// shows video.
+    /// shows video; not on a relay (`[[upstreams]]`), whose cameras are its
+    /// upstreams'.
     pub fn with_demo_if_empty(mut self) -> Config {
-        if self.cameras.is_empty() {
+        if self.cameras.is_empty() && self.upstreams.is_empty() {
             self.cameras = Config::demo().cameras;
         }
         self
@@ -1483,6 +1595,96 @@ mod tests {
         // rules mask where it quotes the source.
         let err = config.cameras[4].settings.as_ref().unwrap_err();
         assert!(!err.contains("unreadable-pw-5"), "{err}");
+    }
+
+    #[test]
+    fn upstreams_are_checked_where_they_are_written() {
+        let up = "[[upstreams]]\nname = \"edge\"\nurl = \"http://e:8000\"\ntoken = \"up-token-0123456789\"\n";
+        let config = parse(up).unwrap();
+        assert_eq!(config.upstreams.len(), 1);
+        // A relay serves its upstreams' cameras, not the demo.
+        assert!(config.with_demo_if_empty().cameras.is_empty());
+        let config = parse(up).unwrap();
+        assert_eq!(config.redactor().redact("<up-token-0123456789>"), "<***>");
+
+        let err = parse(&format!("\n{up}{up}")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("test.toml:6:")
+                && err.contains("duplicate [[upstreams]] name \"edge\""),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{up}[[cameras]]\nid = \"edge.gate\"\nsource = \"test:\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("test.toml:5")
+                && err.contains(
+                    "camera id \"edge.gate\" is in the namespace of [[upstreams]] \"edge\""
+                ),
+            "{err}"
+        );
+        // Only that namespace: edge-2.gate and edge are fine.
+        let config = parse(&format!(
+            "{up}[[cameras]]\nid = \"edge-2.gate\"\nsource = \"test:\"\n[[cameras]]\nid = \"edge\"\nsource = \"test:\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.cameras.len(), 2);
+        let err = parse("[[upstreams]]\nname = \"edge\"\nurl = \"http://e\"\ntoken = \"t-0123456789abcdef\"\ncolor = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `color`"), "{err}");
+        assert!(!err.contains("t-0123456789abcdef"), "{err}");
+    }
+
+    #[test]
+    fn relay_cameras_take_the_defaults_of_any_camera() {
+        let config = parse(
+            "[defaults]\nidle_timeout_s = 3\nmax_viewers = 7\n\
+             [[upstreams]]\nname = \"edge\"\nurl = \"http://e:8000\"\ntoken = \"up-token-0123456789\"\n",
+        )
+        .unwrap();
+        let size = |name: &str, scale: f64, quality: u8| crate::upstream::RemoteSize {
+            name: name.into(),
+            scale,
+            quality,
+        };
+        let remote = RemoteCamera {
+            id: "gate".into(),
+            name: "Gate".into(),
+            sizes: vec![
+                size("default", 0.5, 70),
+                size("thumb", 0.125, 60),
+                size("full", 1.0, 70),
+            ],
+        };
+        let entry = CameraEntry::relay(
+            &config.upstreams[0],
+            &remote,
+            &config.defaults,
+            &config.pipelines_dir(),
+        )
+        .unwrap();
+        assert_eq!(entry.id.as_str(), "edge.gate");
+        let settings = entry.settings.unwrap();
+        assert_eq!(settings.name, "Gate");
+        assert_eq!(settings.idle_timeout, Duration::from_secs(3));
+        assert_eq!(settings.max_viewers, 7);
+        // The upstream's sizes; `full` is not relayed.
+        assert_eq!((settings.scale, settings.quality), (0.5, 70));
+        let sizes: Vec<_> = settings
+            .sizes
+            .iter()
+            .map(|s| (s.name.as_str(), s.scale))
+            .collect();
+        assert_eq!(sizes, [("thumb", 0.125)]);
+        assert!(settings.source.is_none());
+        assert_eq!(
+            settings.source_display(),
+            "relay: http://e:8000 camera gate"
+        );
+        assert_eq!(settings.relay.unwrap().camera, "gate");
     }
 
     #[test]

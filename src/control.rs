@@ -17,12 +17,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::camera::{Camera, Configured};
-use crate::config::{CameraConfig, CameraId, Config, Overrides};
+use crate::config::{CameraConfig, CameraEntry, CameraId, Config, Defaults, Overrides};
 use crate::config_edit::{self, EditError};
 use crate::http::access::Security;
 use crate::redact::{KnownSecrets, redact_text};
 use crate::registry::Cameras;
 use crate::tls::Tls;
+use crate::upstream::{self, Lists, Upstream};
 
 /// Why a change through the API was refused or failed. Messages are
 /// redacted.
@@ -40,6 +41,10 @@ pub enum ManageError {
         "camera \"{0}\" is the built-in demo, shown because the config file has no cameras: it goes away when a camera is added"
     )]
     Demo(CameraId),
+    #[error(
+        "camera \"{0}\" is relayed from an upstream camstream ([[upstreams]]): change it there"
+    )]
+    Relayed(CameraId),
     #[error(
         "camstream was started without a config file, so changes cannot be saved: start it with --config FILE"
     )]
@@ -82,6 +87,42 @@ pub struct Control {
     /// The secrets of every configuration applied, for the log writer and
     /// the HTTP responses.
     secrets: KnownSecrets,
+    /// The camera lists of the upstreams, as last read.
+    lists: Arc<Lists>,
+    /// The task reading each configured upstream's list.
+    followers: std::sync::Mutex<Vec<(Arc<Upstream>, CancellationToken)>>,
+    /// What the last configuration applied asks for, kept so that an
+    /// upstream's changed list is applied beside it.
+    applied: std::sync::Mutex<Option<Wanted>>,
+}
+
+/// The cameras a configuration asks for: its own, and its upstreams'.
+#[derive(Debug)]
+struct Wanted {
+    cameras: Vec<CameraEntry>,
+    upstreams: Vec<Arc<Upstream>>,
+    defaults: Defaults,
+    pipelines_dir: PathBuf,
+}
+
+impl Wanted {
+    /// The configured cameras, then each upstream's, as last listed.
+    fn entries(&self, lists: &Lists) -> Vec<CameraEntry> {
+        let mut entries = self.cameras.clone();
+        for upstream in &self.upstreams {
+            for remote in lists.get(&upstream.name) {
+                match CameraEntry::relay(upstream, &remote, &self.defaults, &self.pipelines_dir) {
+                    Some(entry) => entries.push(entry),
+                    None => warn!(
+                        upstream = %upstream.name,
+                        "camera {:?} is not served here: {}.{} is not a valid camera id (at most 64 characters)",
+                        remote.id, upstream.name, remote.id
+                    ),
+                }
+            }
+        }
+        entries
+    }
 }
 
 impl Control {
@@ -104,6 +145,67 @@ impl Control {
             applied_auth: std::sync::Mutex::new(None),
             secrets,
             tls: std::sync::OnceLock::new(),
+            lists: Arc::default(),
+            followers: std::sync::Mutex::default(),
+            applied: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Applies the upstreams' camera lists as they change (cameras added
+    /// or removed upstream appear or disappear here), until shutdown. The
+    /// app runs it beside the server.
+    pub async fn follow_upstreams(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.lists.changed() => {}
+            }
+            let _one_at_a_time = self.lock.lock().await;
+            let entries = match &*self.applied.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(wanted) => wanted.entries(&self.lists),
+                None => continue,
+            };
+            let summary = self.apply_cameras(entries).await;
+            if !(summary.added.is_empty() && summary.removed.is_empty()) {
+                info!(
+                    added = %summary.added.iter().map(CameraId::as_str).collect::<Vec<_>>().join(","),
+                    removed = %summary.removed.iter().map(CameraId::as_str).collect::<Vec<_>>().join(","),
+                    "upstream camera list changed"
+                );
+            }
+        }
+    }
+
+    /// Runs one list reader per configured upstream: an unchanged upstream
+    /// keeps its reader (and its list), a changed or removed one's reader
+    /// stops.
+    fn follow(&self, upstreams: &[Arc<Upstream>]) {
+        let mut followers = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+        followers.retain(|(running, cancel)| {
+            let keep = upstreams.iter().any(|u| u == running);
+            if !keep {
+                cancel.cancel();
+                if !upstreams.iter().any(|u| u.name == running.name) {
+                    self.lists.forget(&running.name);
+                }
+            }
+            keep
+        });
+        for upstream in upstreams {
+            if followers.iter().any(|(running, _)| running == upstream) {
+                continue;
+            }
+            let cancel = self.shutdown.child_token();
+            let span = tracing::info_span!("upstream", name = %upstream.name);
+            tokio::spawn(tracing::Instrument::instrument(
+                upstream::follow(
+                    Arc::clone(upstream),
+                    Arc::clone(&self.lists),
+                    cancel.clone(),
+                ),
+                span,
+            ));
+            followers.push((Arc::clone(upstream), cancel));
         }
     }
 
@@ -168,8 +270,23 @@ impl Control {
             warn!("{problem}");
         }
 
+        self.follow(&config.upstreams);
+        let pipelines_dir = config.pipelines_dir();
+        let wanted = Wanted {
+            cameras: config.cameras,
+            upstreams: config.upstreams,
+            defaults: config.defaults,
+            pipelines_dir,
+        };
+        let entries = wanted.entries(&self.lists);
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = Some(wanted);
+        self.apply_cameras(entries).await
+    }
+
+    /// Makes the running cameras these, diffed by id (see the module docs).
+    async fn apply_cameras(&self, entries: Vec<CameraEntry>) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
-        let wanted: HashSet<CameraId> = config.cameras.iter().map(|c| c.id.clone()).collect();
+        let wanted: HashSet<CameraId> = entries.iter().map(|c| c.id.clone()).collect();
         // Removed cameras first, so their pipelines release devices and
         // sockets before added ones may need them.
         for camera in self.cameras.all() {
@@ -180,7 +297,7 @@ impl Control {
                 summary.removed.push(camera.id().clone());
             }
         }
-        for entry in config.cameras {
+        for entry in entries {
             let configured = Configured {
                 name: entry.name,
                 settings: entry.settings,
@@ -268,10 +385,19 @@ impl Control {
     fn edit_error(&self, error: EditError) -> ManageError {
         match error {
             EditError::Exists(id) => ManageError::Exists(id),
-            EditError::NotFound(id) if self.cameras.get(id.as_str()).is_some() => {
-                ManageError::Demo(id)
-            }
-            EditError::NotFound(id) => ManageError::NotFound(id),
+            EditError::NotFound(id) => match self.cameras.get(id.as_str()) {
+                Some(camera)
+                    if camera
+                        .configured()
+                        .settings
+                        .as_ref()
+                        .is_ok_and(|s| s.relay.is_some()) =>
+                {
+                    ManageError::Relayed(id)
+                }
+                Some(_) => ManageError::Demo(id),
+                None => ManageError::NotFound(id),
+            },
             other => ManageError::FileInvalid(other.to_string()),
         }
     }

@@ -21,6 +21,7 @@ pub mod redact;
 pub mod registry;
 pub mod source;
 pub mod tls;
+pub mod upstream;
 
 pub use app::App;
 pub use config::Config;

@@ -719,16 +719,63 @@ pub fn pinned_client_config(cert_file: &Path) -> Result<rustls::ClientConfig, Tl
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Generate(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { cert, provider }))
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            pin: Pin::Cert(cert),
+            provider,
+        }))
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
     Ok(config)
 }
 
-/// Trusts one certificate, byte for byte; signatures are still checked.
+/// Client settings for an upstream (`[[upstreams]] ca`, or the system's
+/// CAs): the usual WebPKI checks, names included, against `roots`.
+pub fn ca_client_config(roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, String> {
+    let mut store = rustls::RootCertStore::empty();
+    let (added, _ignored) = store.add_parsable_certificates(roots.iter().cloned());
+    if added == 0 {
+        return Err("no usable CA certificate to trust".into());
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    Ok(config)
+}
+
+/// Client settings that accept exactly the certificate whose SHA-256 is
+/// `sha256` (what `camstream cert` prints), whatever names it has:
+/// `[[upstreams]] fingerprint`, for an edge with a self-signed certificate.
+pub fn fingerprint_client_config(sha256: [u8; 32]) -> rustls::ClientConfig {
+    let provider = provider();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            pin: Pin::Sha256(sha256),
+            provider,
+        }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    config
+}
+
+/// What a [`Pinned`] verifier accepts.
+#[derive(Debug)]
+enum Pin {
+    /// This certificate, byte for byte.
+    Cert(CertificateDer<'static>),
+    /// The certificate with this SHA-256.
+    Sha256([u8; 32]),
+}
+
+/// Trusts one certificate; signatures are still checked.
 #[derive(Debug)]
 struct Pinned {
-    cert: CertificateDer<'static>,
+    pin: Pin,
     provider: Arc<CryptoProvider>,
 }
 
@@ -741,12 +788,23 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: rustls_pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.cert.as_ref() {
+        let (matches, what) = match &self.pin {
+            Pin::Cert(cert) => (
+                end_entity.as_ref() == cert.as_ref(),
+                "the one in [server.tls] cert",
+            ),
+            Pin::Sha256(sha256) => (
+                Sha256::digest(end_entity.as_ref()).as_slice() == sha256,
+                "the one with the configured fingerprint",
+            ),
+        };
+        if matches {
             Ok(rustls::client::danger::ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(
-                "the server's certificate is not the one in [server.tls] cert".into(),
-            ))
+            Err(rustls::Error::General(format!(
+                "the server's certificate is not {what} (SHA-256 {})",
+                fingerprint(end_entity.as_ref())
+            )))
         }
     }
 

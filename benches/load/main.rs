@@ -13,6 +13,8 @@
 //! Run without `--bench` (as `cargo test --all-targets` does), it only
 //! checks its own stamp codec through real GStreamer, in a second.
 
+// tests/relay.rs uses its start_relays; the benchmark does not.
+#[allow(dead_code)]
 #[path = "../../tests/common/nginx.rs"]
 mod nginx;
 mod proc;
@@ -131,6 +133,9 @@ enum Front {
     /// nginx (deploy/nginx/camstream.conf) terminating TLS and HTTP/2,
     /// camstream behind it on plain HTTP.
     Nginx,
+    /// A second camstream, a relay with the first as its upstream
+    /// (`[[upstreams]]`), passing its JPEGs on; viewers watch the relay.
+    Relay,
 }
 
 #[derive(Clone, Debug)]
@@ -162,6 +167,8 @@ struct Row {
     client_cpu: Option<f64>,
     /// nginx's CPU, for scenarios with it in front.
     proxy_cpu: Option<f64>,
+    /// The edge's CPU, for relay scenarios (`cpu` is the relay's).
+    edge_cpu: Option<f64>,
     parse_us: Option<f64>,
     decode_us: Option<f64>,
     lag_p95: Option<f64>,
@@ -351,6 +358,13 @@ fn scenarios(rtsp: &RtspSource, mjpeg: &MjpegSource) -> Vec<Scenario> {
         name: "c1-v1-nginx",
         about: "1 viewer over HTTPS and HTTP/2 through nginx (deploy/nginx/camstream.conf) to camstream on plain HTTP",
         run: one(1, Front::Nginx),
+        floor: Some("floor-1080"),
+        quick: true,
+    });
+    list.push(Scenario {
+        name: "relay-v100",
+        about: "a camstream relay ([[upstreams]]) serving 100 viewers of the c1-v100 camera, pulled once from camstream",
+        run: one(100, Front::Relay),
         floor: Some("floor-1080"),
         quick: true,
     });
@@ -970,7 +984,7 @@ async fn run_camstream(
         Front::H2 => Some(camstream::tls::pinned_client_config(
             &out_dir.join(camstream::tls::SELF_SIGNED_CERT),
         )?),
-        Front::Http | Front::Nginx => None,
+        Front::Http | Front::Nginx | Front::Relay => None,
     };
     let api = Api {
         addr,
@@ -990,6 +1004,25 @@ async fn run_camstream(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A relay in front: the process measured is the relay, the viewers'
+    // cameras its `edge.cN`.
+    let relay = match front {
+        Front::Relay => Some(start_relay(scenario, binary, addr, cams.len(), out_dir).await?),
+        _ => None,
+    };
+    let edge_pid = pid;
+    let (pid, addr, api, prefix) = match &relay {
+        Some((child, relay_addr)) => (
+            child.pid(),
+            *relay_addr,
+            Api {
+                addr: *relay_addr,
+                tls: None,
+            },
+            "edge.",
+        ),
+        None => (pid, addr, api, ""),
+    };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = proc::status_kib(pid, "VmRSS").unwrap_or(0);
 
@@ -1036,7 +1069,7 @@ async fn run_camstream(
     {
         for &(i, query) in &viewers {
             let s = Arc::new(ViewerStats::default());
-            let path = format!("/api/cameras/c{i}/stream.mjpeg{query}");
+            let path = format!("/api/cameras/{prefix}c{i}/stream.mjpeg{query}");
             let target = match &viewer_tls {
                 Some(tls) => Target::H2 {
                     addr: viewer_addr,
@@ -1087,6 +1120,10 @@ async fn run_camstream(
         Some((nginx, _)) => Some(proc::CpuWindow::start(nginx.pid()).context("nginx exited")?),
         None => None,
     };
+    let edge_cpu = match &relay {
+        Some(_) => Some(proc::CpuWindow::start(edge_pid).context("the edge exited")?),
+        None => None,
+    };
     let start: Vec<(u64, u64)> = stats
         .iter()
         .map(|s| {
@@ -1112,6 +1149,14 @@ async fn run_camstream(
         .context("camstream exited during the window")?;
     let proxy_cpu = match proxy_cpu {
         Some(window) => Some(window.percent().context("nginx exited during the window")?),
+        None => None,
+    };
+    let edge_cpu = match edge_cpu {
+        Some(window) => Some(
+            window
+                .percent()
+                .context("the edge exited during the window")?,
+        ),
         None => None,
     };
     let secs = started.elapsed().as_secs_f64();
@@ -1180,6 +1225,7 @@ async fn run_camstream(
         first_error: errors.first().cloned(),
         client_cpu: Some(client),
         proxy_cpu,
+        edge_cpu,
         parse_us: (frames > 0).then(|| parse_ns as f64 / frames as f64 / 1000.0),
         decode_us: (decoded > 0).then(|| decode_ns as f64 / decoded as f64 / 1000.0),
         lag_p95,
@@ -1189,6 +1235,80 @@ async fn run_camstream(
     // Stopping a child waits for it to exit: off the async workers.
     tokio::task::spawn_blocking(move || drop((child, nginx))).await?;
     Ok(row)
+}
+
+/// A camstream relay with the camstream at `edge` as its upstream; waits
+/// until its `cameras` relayed cameras stream (always_on, like the edge's,
+/// so the memory baseline is a running pull with no viewers).
+async fn start_relay(
+    scenario: &Scenario,
+    binary: &Path,
+    edge: SocketAddr,
+    cameras: usize,
+    out_dir: &Path,
+) -> anyhow::Result<(ChildGuard, SocketAddr)> {
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[defaults]\nalways_on = true\n\n[[upstreams]]\nname = \"edge\"\n\
+         url = \"http://{edge}\"\n# The edge has no [server.auth]: any token passes.\ntoken = \"bench-token-0123456789\"\n"
+    );
+    let config_path = out_dir.join(format!("{}-relay.toml", scenario.name));
+    std::fs::write(&config_path, config)?;
+    let mut child = Command::new(binary)
+        .arg("--config")
+        .arg(&config_path)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let child = ChildGuard(child);
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
+    follow_output(
+        stdout,
+        &out_dir.join(format!("{}-relay.log", scenario.name)),
+        move |line| {
+            if let Some(addr) = line
+                .split("listening on http://")
+                .nth(1)
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|a| a.parse().ok())
+            {
+                let _ = addr_tx.send(addr);
+            }
+        },
+    )?;
+    follow_output(
+        stderr,
+        &out_dir.join(format!("{}-relay.stderr.log", scenario.name)),
+        |_| {},
+    )?;
+    let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(READY_TIMEOUT))
+        .await?
+        .map_err(|_| {
+            anyhow!(
+                "the relay did not start (see target/bench/{}-relay.log)",
+                scenario.name
+            )
+        })?;
+    let api = Api { addr, tls: None };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let info = api.get("/api/cameras").await?;
+        let all_streaming = info
+            .as_array()
+            .is_some_and(|a| a.len() == cameras && a.iter().all(|c| c["state"] == "streaming"));
+        if all_streaming {
+            return Ok((child, addr));
+        }
+        if Instant::now() > deadline {
+            bail!("relayed cameras not streaming within {READY_TIMEOUT:?}: {info}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// nginx with the shipped configuration in front of camstream at
@@ -1313,6 +1433,9 @@ fn summary(row: &Row) -> String {
     if let Some(proxy) = row.proxy_cpu {
         s.push_str(&format!(", nginx cpu {proxy:.1}%"));
     }
+    if let Some(edge) = row.edge_cpu {
+        s.push_str(&format!(", the edge behind the relay cpu {edge:.1}%"));
+    }
     if row.errors > 0 {
         s.push_str(&format!(
             ", {} errors: {}",
@@ -1351,6 +1474,16 @@ fn tls_report(rows: &[Row]) -> String {
                 (tls.cpu / plain.cpu - 1.0) * 100.0
             ));
         }
+    }
+    if let (Some(direct), Some(relay)) = (find("c1-v100"), find("relay-v100")) {
+        out.push_str(&format!(
+            "\nA relay against the edge, 100 viewers of one 480x270 camera: the edge serving them directly {:.1} % CPU; \
+             a relay serving them {:.1} % ({:.2}x), while the edge behind it, pulled once, uses {} %\n",
+            direct.cpu,
+            relay.cpu,
+            relay.cpu / direct.cpu,
+            opt(relay.edge_cpu, 1)
+        ));
     }
     if let (Some(direct), Some(proxied)) = (find("c1-v1"), find("c1-v1-nginx")) {
         let lat = |r: &Row| {

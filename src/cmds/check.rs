@@ -94,9 +94,17 @@ pub fn run(args: &CheckArgs, secrets: &KnownSecrets, out: &mut impl Write) -> an
     let (errors, warnings) = (count(Level::Error), count(Level::Warning));
     writeln!(
         out,
-        "{}: {} camera(s), {errors} error(s), {warnings} warning(s)",
+        "{}: {} camera(s){}, {errors} error(s), {warnings} warning(s)",
         path.display(),
-        config.cameras.len().max(1),
+        if config.upstreams.is_empty() {
+            config.cameras.len().max(1)
+        } else {
+            config.cameras.len()
+        },
+        match config.upstreams.len() {
+            0 => String::new(),
+            n => format!(" and {n} upstream(s)"),
+        },
     )?;
     Ok(errors == 0)
 }
@@ -141,8 +149,21 @@ pub fn check(config: &Config) -> Vec<Finding> {
             message,
         });
     }
+    for upstream in &config.upstreams {
+        findings.push(Finding {
+            level: Level::Ok,
+            location: config.path.as_ref().map(|p| p.display().to_string()),
+            camera: None,
+            message: format!(
+                "upstream {}: {}, its cameras served as {}.<camera id> (read from it at start)",
+                upstream.name,
+                upstream.display(),
+                upstream.name
+            ),
+        });
+    }
     let demo;
-    let cameras = if config.cameras.is_empty() {
+    let cameras = if config.cameras.is_empty() && config.upstreams.is_empty() {
         findings.push(Finding {
             level: Level::Warning,
             location: config.path.as_ref().map(|p| p.display().to_string()),
@@ -157,7 +178,17 @@ pub fn check(config: &Config) -> Vec<Finding> {
     for entry in cameras {
         check_camera(entry, &mut findings);
     }
-    findings.extend(hardware_decoders());
+    // Listing decoders needs GStreamer, which nothing above started for a
+    // relay with no camera of its own.
+    match crate::pipeline::init() {
+        Ok(()) => findings.extend(hardware_decoders()),
+        Err(e) => findings.push(Finding {
+            level: Level::Error,
+            location: None,
+            camera: None,
+            message: e.to_string(),
+        }),
+    }
     findings
 }
 
@@ -329,6 +360,26 @@ mod tests {
         // Software needs nothing installed.
         assert!(
             lines[1].starts_with("ok: cams.toml:6: camera \"soft\""),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_relay_lists_its_upstreams_and_no_demo_camera() {
+        crate::pipeline::init().unwrap();
+        let text = "[[upstreams]]\nname = \"edge-1\"\nurl = \"https://edge-1:8000\"\n\
+                    token = \"relay-token-0123456789\"\n";
+        let config = Config::parse(text, Some(Path::new("relay.toml"))).unwrap();
+        let lines: Vec<String> = check(&config).iter().map(ToString::to_string).collect();
+        assert!(
+            lines[0].starts_with(
+                "ok: relay.toml: upstream edge-1: https://edge-1:8000, its cameras served as edge-1.<camera id>"
+            ),
+            "{lines:?}"
+        );
+        assert!(!lines.iter().any(|l| l.contains("demo")), "{lines:?}");
+        assert!(
+            !lines.iter().any(|l| l.contains("relay-token")),
             "{lines:?}"
         );
     }

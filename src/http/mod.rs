@@ -137,6 +137,7 @@ impl ApiError {
                 ManageError::NotFound(_) => StatusCode::NOT_FOUND,
                 ManageError::Exists(_)
                 | ManageError::Demo(_)
+                | ManageError::Relayed(_)
                 | ManageError::NoConfigFile
                 | ManageError::FileInvalid(_) => StatusCode::CONFLICT,
                 ManageError::Write { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -169,6 +170,7 @@ impl ApiError {
                 ManageError::NotFound(_) => "unknown_camera",
                 ManageError::Exists(_) => "camera_exists",
                 ManageError::Demo(_) => "demo_camera",
+                ManageError::Relayed(_) => "relayed_camera",
                 ManageError::NoConfigFile => "no_config_file",
                 ManageError::FileInvalid(_) => "config_file_invalid",
                 ManageError::Write { .. } => "config_write_failed",

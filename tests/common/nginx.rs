@@ -57,6 +57,46 @@ impl Nginx {
             );
             conf = conf.replace(from, &to);
         }
+        Nginx::run(dir, &conf, addr)
+    }
+
+    /// Starts nginx in `dir` with the shipped relay-tier configuration
+    /// (deploy/nginx/camstream-relays.conf), listening on plain HTTP on a
+    /// free loopback port in front of `relays`.
+    pub fn start_relays(dir: &Path, relays: &[SocketAddr]) -> anyhow::Result<Nginx> {
+        let shipped =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/camstream-relays.conf");
+        let mut conf = std::fs::read_to_string(&shipped)?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let servers: Vec<String> = relays
+            .iter()
+            .map(|r| format!("server {r} max_fails=1 fail_timeout=10s;"))
+            .collect();
+        for (from, to) in [
+            ("    listen 80;", format!("    listen 127.0.0.1:{port};")),
+            ("listen [::]:80;", String::new()),
+            (
+                "server 10.0.0.11:8000 max_fails=1 fail_timeout=10s;",
+                servers.join("\n    "),
+            ),
+            (
+                "server 10.0.0.12:8000 max_fails=1 fail_timeout=10s;",
+                String::new(),
+            ),
+        ] {
+            anyhow::ensure!(
+                conf.matches(from).count() == 1,
+                "{} no longer has `{from}` exactly once: update tests/common/nginx.rs with it",
+                shipped.display()
+            );
+            conf = conf.replace(from, &to);
+        }
+        Nginx::run(dir, &conf, addr)
+    }
+
+    /// Runs nginx in `dir` with `conf` as its one server's configuration.
+    fn run(dir: &Path, conf: &str, addr: SocketAddr) -> anyhow::Result<Nginx> {
         std::fs::write(dir.join("camstream.conf"), conf)?;
         let d = dir.display();
         // One process in the foreground, everything it writes inside `dir`.
