@@ -247,6 +247,63 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The provider camstream serves with: the same suites, in the order this
+/// CPU encrypts fastest, and the server's order wins over the client's.
+/// Encrypting every viewer's frames is most of what HTTPS costs here, and
+/// clients order suites by their own hardware, not the server's: rustls
+/// clients put AES-256 first, and a browser on a laptop with AES
+/// instructions asks a Raspberry Pi 4 (which has none) for AES too, where
+/// ChaCha20-Poly1305 runs several times faster.
+fn server_provider() -> Arc<CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let aes = aes_in_hardware();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite_cost(suite.suite(), aes));
+    Arc::new(provider)
+}
+
+/// Relative cost of a suite's bulk cipher: lower is served first.
+fn suite_cost(suite: rustls::CipherSuite, aes_in_hardware: bool) -> u8 {
+    use rustls::CipherSuite as S;
+    let chacha = matches!(
+        suite,
+        S::TLS13_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+    );
+    let aes_128 = matches!(
+        suite,
+        S::TLS13_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+    );
+    match (aes_in_hardware, chacha, aes_128) {
+        (true, _, true) => 0,
+        (true, false, false) => 1,
+        (true, true, _) => 2,
+        (false, true, _) => 0,
+        (false, false, true) => 1,
+        (false, false, false) => 2,
+    }
+}
+
+/// Whether AES-GCM runs on dedicated instructions (AES and carry-less
+/// multiply), as ring uses them.
+#[cfg(target_arch = "x86_64")]
+fn aes_in_hardware() -> bool {
+    std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
+}
+#[cfg(target_arch = "aarch64")]
+fn aes_in_hardware() -> bool {
+    std::arch::is_aarch64_feature_detected!("aes")
+        && std::arch::is_aarch64_feature_detected!("pmull")
+}
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn aes_in_hardware() -> bool {
+    false
+}
+
 /// Reads, parses and checks the certificate `config` names, making the
 /// self-signed one first if it needs to be (missing, expiring, or not
 /// covering every configured name).
@@ -588,11 +645,12 @@ impl Tls {
         let resolver = Arc::new(Resolver {
             current: RwLock::new(loaded.key),
         });
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        let mut tls = rustls::ServerConfig::builder_with_provider(server_provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Generate(e.to_string()))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
+        tls.ignore_client_order = true;
         tls.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
         Ok(Some(Tls {
             acceptor: TlsAcceptor::from(Arc::new(tls)),
@@ -855,6 +913,36 @@ pub fn add_headers(response: &mut HeaderMap, headers: &HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_serves_the_cipher_this_cpu_runs_fastest_first() {
+        let provider = server_provider();
+        let first = provider.cipher_suites[0].suite();
+        if aes_in_hardware() {
+            assert_eq!(first, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        } else {
+            assert_eq!(first, rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
+        }
+        // Same suites as the default, only reordered: nothing a client
+        // could use before is refused now.
+        let mut ours: Vec<_> = provider.cipher_suites.iter().map(|s| s.suite()).collect();
+        let mut all: Vec<_> = rustls::crypto::ring::default_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        ours.sort_by_key(|s| u16::from(*s));
+        all.sort_by_key(|s| u16::from(*s));
+        assert_eq!(ours, all);
+        assert_eq!(
+            suite_cost(rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256, false),
+            0
+        );
+        assert_eq!(
+            suite_cost(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384, true),
+            1
+        );
+    }
 
     #[test]
     fn self_signed_is_made_once_kept_private_and_remade_for_new_names() {

@@ -726,3 +726,34 @@ async fn a_stalled_http1_viewer_over_tls_is_dropped_after_the_write_timeout() {
     drop(stalled);
     app.shutdown().await;
 }
+
+/// The server picks the cipher suite by its own CPU, not the client's
+/// order: a rustls client lists AES-256-GCM first, and still gets
+/// AES-128-GCM (AES instructions here) or ChaCha20 (none), the cheaper
+/// ones to encrypt every viewer's frames with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_chooses_the_cipher_suite_cheapest_for_its_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.write(dir.path(), "server");
+    let path = write_config(dir.path(), "", OWN_CERT, &camera("a", SMALL));
+    let app = start(&path).await;
+    let client_first = ca.client_config(&[b"h2"]).crypto_provider().cipher_suites[0].suite();
+    assert_eq!(client_first, rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+    let stream = ca.connect(app.local_addr(), &[b"h2"]).await.unwrap();
+    let chosen = stream
+        .get_ref()
+        .1
+        .negotiated_cipher_suite()
+        .unwrap()
+        .suite();
+    assert!(
+        matches!(
+            chosen,
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+        ),
+        "the client's first choice won: {chosen:?}"
+    );
+    app.shutdown().await;
+}
