@@ -130,6 +130,9 @@ enum Front {
     Http,
     /// camstream's own HTTPS, HTTP/2 (one TLS connection per viewer).
     H2,
+    /// camstream's own HTTPS, HTTP/1.1 (one TLS connection per viewer):
+    /// beside `H2`, it separates what TLS costs from what HTTP/2 costs.
+    Https1,
     /// nginx (deploy/nginx/camstream.conf) terminating TLS and HTTP/2,
     /// camstream behind it on plain HTTP.
     Nginx,
@@ -350,6 +353,17 @@ fn scenarios(rtsp: &RtspSource, mjpeg: &MjpegSource) -> Vec<Scenario> {
             name,
             about: "camstream over HTTPS and HTTP/2 (rustls), 1 camera 1080p30, N viewers, a TLS connection each",
             run: one(viewers, Front::H2),
+            floor: Some("floor-1080"),
+            quick,
+        });
+    }
+    // HTTPS over HTTP/1.1: the report sets it beside plain HTTP (TLS
+    // alone) and beside -h2 (HTTP/2's own share).
+    for (name, viewers, quick) in [("c1-v1-tls1", 1, true), ("c1-v100-tls1", 100, true)] {
+        list.push(Scenario {
+            name,
+            about: "camstream over HTTPS and HTTP/1.1 (rustls), 1 camera 1080p30, N viewers, a TLS connection each",
+            run: one(viewers, Front::Https1),
             floor: Some("floor-1080"),
             quick,
         });
@@ -923,7 +937,7 @@ async fn run_camstream(
     epoch: Instant,
 ) -> anyhow::Result<Row> {
     let mut config = String::from("[server]\nlisten = \"127.0.0.1:0\"\n");
-    if front == Front::H2 {
+    if matches!(front, Front::H2 | Front::Https1) {
         // Made once in target/bench/ and reused by later runs.
         config.push_str("[server.tls]\nself_signed = true\n");
     }
@@ -981,7 +995,7 @@ async fn run_camstream(
     // Over HTTPS the benchmark trusts exactly the certificate camstream
     // made (as `camstream healthcheck` does).
     let tls = match front {
-        Front::H2 => Some(camstream::tls::pinned_client_config(
+        Front::H2 | Front::Https1 => Some(camstream::tls::pinned_client_config(
             &out_dir.join(camstream::tls::SELF_SIGNED_CERT),
         )?),
         Front::Http | Front::Nginx | Front::Relay => None,
@@ -1034,7 +1048,11 @@ async fn run_camstream(
     let (viewer_addr, viewer_tls) = match (&nginx, tls) {
         (Some((nginx, tls)), _) => (nginx.addr(), Some(Arc::clone(tls))),
         (None, Some(mut tls)) => {
-            tls.alpn_protocols = vec![b"h2".to_vec()];
+            tls.alpn_protocols = if front == Front::Https1 {
+                vec![b"http/1.1".to_vec()]
+            } else {
+                vec![b"h2".to_vec()]
+            };
             (addr, Some(Arc::new(tls)))
         }
         (None, None) => (addr, None),
@@ -1071,6 +1089,11 @@ async fn run_camstream(
             let s = Arc::new(ViewerStats::default());
             let path = format!("/api/cameras/{prefix}c{i}/stream.mjpeg{query}");
             let target = match &viewer_tls {
+                Some(tls) if front == Front::Https1 => Target::Https1 {
+                    addr: viewer_addr,
+                    path,
+                    tls: Arc::clone(tls),
+                },
                 Some(tls) => Target::H2 {
                     addr: viewer_addr,
                     path,
@@ -1458,6 +1481,34 @@ fn tls_report(rows: &[Row]) -> String {
             Some((find(plain)?, find(&r.name)?))
         })
         .collect();
+    let h1_pairs: Vec<(&Row, &Row, Option<&Row>)> = rows
+        .iter()
+        .filter_map(|r| {
+            let plain = r.name.strip_suffix("-tls1")?;
+            Some((find(plain)?, find(&r.name)?, find(&format!("{plain}-h2"))))
+        })
+        .collect();
+    if !h1_pairs.is_empty() {
+        out.push_str(
+            "\nTLS alone (HTTPS over HTTP/1.1) against plain HTTP/1.1, and HTTP/2 over the same TLS:\n\n\
+             | viewers | HTTP CPU % | HTTPS/1.1 CPU % | added by TLS | HTTPS/h2 CPU % | added by HTTP/2 over HTTPS/1.1 |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        for (plain, tls, h2) in h1_pairs {
+            out.push_str(&format!(
+                "| {} | {:.1} | {:.1} | {:+.0} % | {} | {} |\n",
+                plain.viewers,
+                plain.cpu,
+                tls.cpu,
+                (tls.cpu / plain.cpu - 1.0) * 100.0,
+                h2.map_or("-".into(), |h| format!("{:.1}", h.cpu)),
+                h2.map_or("-".into(), |h| format!(
+                    "{:+.0} %",
+                    (h.cpu / tls.cpu - 1.0) * 100.0
+                )),
+            ));
+        }
+    }
     if !pairs.is_empty() {
         out.push_str(
             "\nHTTPS and HTTP/2 (camstream's own rustls, a TLS connection per viewer) against plain HTTP/1.1:\n\n\

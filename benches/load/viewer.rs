@@ -43,6 +43,13 @@ pub enum Target {
         path: String,
         tls: Arc<rustls::ClientConfig>,
     },
+    /// An MJPEG stream over HTTPS and HTTP/1.1, one TLS connection per
+    /// viewer (`tls` offers ALPN http/1.1).
+    Https1 {
+        addr: SocketAddr,
+        path: String,
+        tls: Arc<rustls::ClientConfig>,
+    },
 }
 
 /// One viewer's counters, read by the orchestrator.
@@ -339,6 +346,10 @@ pub async fn run(
     }
 }
 
+/// A viewer's connection: plain TCP or TLS over it.
+trait Socket: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Socket for T {}
+
 async fn view(
     target: &Target,
     stats: &ViewerStats,
@@ -350,15 +361,28 @@ async fn view(
         Target::H2 { addr, path, tls } => {
             return view_h2(*addr, path, tls, stats, shared, sample_every, phase).await;
         }
-        Target::Http { addr, .. } | Target::Tcp { addr } => *addr,
+        Target::Http { addr, .. } | Target::Tcp { addr } | Target::Https1 { addr, .. } => *addr,
     };
-    let mut socket = TcpStream::connect(addr).await.context("connect")?;
-    socket.set_nodelay(true)?;
+    let tcp = TcpStream::connect(addr).await.context("connect")?;
+    tcp.set_nodelay(true)?;
+    let mut socket: Box<dyn Socket> = match target {
+        Target::Https1 { tls, .. } => {
+            let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?.to_owned();
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(tls));
+            Box::new(
+                connector
+                    .connect(name, tcp)
+                    .await
+                    .context("TLS handshake")?,
+            )
+        }
+        _ => Box::new(tcp),
+    };
     let mut buf = vec![0u8; READ_BUF];
     let mut filled = 0;
     let mut parser = match target {
         Target::Tcp { .. } | Target::H2 { .. } => Parser::new(false, sample_every, phase),
-        Target::Http { path, .. } => {
+        Target::Http { path, .. } | Target::Https1 { path, .. } => {
             let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
             socket.write_all(request.as_bytes()).await?;
             // Read the response head.
