@@ -805,6 +805,17 @@ impl Camera {
     }
 
     /// Live again (or stopped): no longer offline.
+    /// The first frame of a run: the outage (if any) is over, its size is
+    /// what later placeholders are drawn at, and the camera streams.
+    fn mark_streaming(&self, outage: &mut Option<Outage>) {
+        *outage = None;
+        self.end_outage();
+        if let Some((w, h)) = self.stats.input() {
+            self.last_input.store(pack_size(w, h), Ordering::Relaxed);
+        }
+        self.set_state(State::Streaming);
+    }
+
     fn end_outage(&self) {
         self.status
             .send_if_modified(|st| st.offline_since.take().is_some());
@@ -1012,10 +1023,7 @@ impl Camera {
         let started = Instant::now();
         // Frames reaching camstream, whether or not a size needs them: a
         // camera nobody watches (always_on) is as alive as a watched one.
-        let mut last_count = self.stats.source_frames.load(Ordering::Relaxed);
-        let first_count = last_count;
-        let mut last_progress = Instant::now();
-        let mut fps_window = (Instant::now(), last_count);
+        let mut progress = Progress::new(self.stats.source_frames.load(Ordering::Relaxed));
         let idle = idle_for(viewers.clone(), settings.idle_timeout);
         tokio::pin!(idle);
         let streamed_for =
@@ -1047,15 +1055,10 @@ impl Camera {
                     None => break failed(CameraError::Internal("the pipeline's bus closed".into())),
                 },
                 _ = first_frame_tick.tick(), if streaming_since.is_none() => {
-                    if self.stats.source_frames.load(Ordering::Relaxed) != first_count {
+                    if progress.started(self.stats.source_frames.load(Ordering::Relaxed)) {
                         streaming_since = Some(Instant::now());
                         learned.transport = attempt.transport;
-                        *outage = None;
-                        self.end_outage();
-                        if let Some((w, h)) = self.stats.input() {
-                            self.last_input.store(pack_size(w, h), Ordering::Relaxed);
-                        }
-                        self.set_state(State::Streaming);
+                        self.mark_streaming(outage);
                         self.note_decoder(&pipeline, &mut learned.decoding);
                         info!(
                             input = ?self.stats.input(),
@@ -1065,17 +1068,13 @@ impl Camera {
                     }
                 }
                 _ = tick.tick() => {
-                    let count = self.stats.source_frames.load(Ordering::Relaxed);
                     let now = Instant::now();
-                    if count != last_count {
-                        last_count = count;
-                        last_progress = now;
-                    }
+                    progress.tick(self.stats.source_frames.load(Ordering::Relaxed), now);
                     // Two bounds: the first frame of a (re)start, however slow
                     // the camera is to start, is due by the deadline; once
                     // frames flow, the watchdog catches a stall.
                     let error = match streaming_since {
-                        Some(_) if now - last_progress >= settings.watchdog => {
+                        Some(_) if progress.stalled_for(now) >= settings.watchdog => {
                             Some(CameraError::Stalled(settings.watchdog))
                         }
                         // Overdue with a hardware decoder that takes frames
@@ -1092,10 +1091,7 @@ impl Camera {
                     if let Some(error) = error {
                         break Exit::Failed { error, streamed_for: streamed_for(streaming_since) };
                     }
-                    let elapsed = now - fps_window.0;
-                    if elapsed >= Duration::from_secs(1) {
-                        let fps = (count - fps_window.1) as f64 / elapsed.as_secs_f64();
-                        fps_window = (now, count);
+                    if let Some(fps) = progress.fps(now) {
                         self.status.send_if_modified(|st| {
                             let changed = (st.fps - fps).abs() > 0.05;
                             st.fps = fps;
@@ -1164,10 +1160,7 @@ impl Camera {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut first_frame_tick = tokio::time::interval(FIRST_FRAME_TICK);
-        let first_count = self.stats.source_frames.load(Ordering::Relaxed);
-        let mut last_count = first_count;
-        let mut last_progress = Instant::now();
-        let mut fps_window = (Instant::now(), last_count);
+        let mut progress = Progress::new(self.stats.source_frames.load(Ordering::Relaxed));
         let idle = idle_for(viewers.clone(), settings.idle_timeout);
         tokio::pin!(idle);
         let mut viewers = viewers.clone();
@@ -1221,30 +1214,22 @@ impl Camera {
                 },
                 _ = viewers.changed() => {}
                 _ = first_frame_tick.tick(), if streaming_since.is_none() => {
-                    if self.stats.source_frames.load(Ordering::Relaxed) != first_count {
+                    if progress.started(self.stats.source_frames.load(Ordering::Relaxed)) {
                         streaming_since = Some(Instant::now());
-                        *outage = None;
-                        self.end_outage();
-                        if let Some((w, h)) = self.stats.input() {
-                            self.last_input.store(pack_size(w, h), Ordering::Relaxed);
-                        }
-                        self.set_state(State::Streaming);
+                        self.mark_streaming(outage);
                         info!(input = ?self.stats.input(), "first frame from the upstream");
                     }
                 }
                 _ = tick.tick() => {
-                    let count = self.stats.source_frames.load(Ordering::Relaxed);
                     let now = Instant::now();
-                    if count != last_count {
-                        last_count = count;
-                        last_progress = now;
+                    if progress.tick(self.stats.source_frames.load(Ordering::Relaxed), now) {
                         // The upstream's placeholders size ours too.
                         if let Some((w, h)) = self.stats.input() {
                             self.last_input.store(pack_size(w, h), Ordering::Relaxed);
                         }
                     }
                     let error = match streaming_since {
-                        Some(_) if now - last_progress >= settings.watchdog => {
+                        Some(_) if progress.stalled_for(now) >= settings.watchdog => {
                             Some(CameraError::Stalled(settings.watchdog))
                         }
                         None if now >= deadline => Some(CameraError::NoFirstFrame {
@@ -1256,10 +1241,7 @@ impl Camera {
                     if let Some(error) = error {
                         break Exit::Failed { error, streamed_for: streamed_for(streaming_since) };
                     }
-                    let elapsed = now - fps_window.0;
-                    if elapsed >= Duration::from_secs(1) {
-                        let fps = (count - fps_window.1) as f64 / elapsed.as_secs_f64();
-                        fps_window = (now, count);
+                    if let Some(fps) = progress.fps(now) {
                         self.status.send_if_modified(|st| {
                             let changed = (st.fps - fps).abs() > 0.05;
                             st.fps = fps;
@@ -1278,6 +1260,59 @@ impl Camera {
             _ => {}
         }
         exit
+    }
+}
+
+/// A run's frame count as the supervisor reads it every tick, the same
+/// for a pipeline and a relay's pulls: whether the first frame came,
+/// since when no frame came (the watchdog), and the frame rate over the
+/// last second or more.
+struct Progress {
+    first_count: u64,
+    last_count: u64,
+    last_progress: Instant,
+    fps_window: (Instant, u64),
+}
+
+impl Progress {
+    fn new(count: u64) -> Progress {
+        let now = Instant::now();
+        Progress {
+            first_count: count,
+            last_count: count,
+            last_progress: now,
+            fps_window: (now, count),
+        }
+    }
+
+    /// Whether a frame came since the run started.
+    fn started(&self, count: u64) -> bool {
+        count != self.first_count
+    }
+
+    /// Takes the count at `now`; whether it moved since the last tick.
+    fn tick(&mut self, count: u64, now: Instant) -> bool {
+        let moved = count != self.last_count;
+        if moved {
+            self.last_count = count;
+            self.last_progress = now;
+        }
+        moved
+    }
+
+    fn stalled_for(&self, now: Instant) -> Duration {
+        now - self.last_progress
+    }
+
+    /// Frames per second since the last figure, once a second has passed.
+    fn fps(&mut self, now: Instant) -> Option<f64> {
+        let (since, count) = self.fps_window;
+        let elapsed = now - since;
+        if elapsed < Duration::from_secs(1) {
+            return None;
+        }
+        self.fps_window = (now, self.last_count);
+        Some((self.last_count - count) as f64 / elapsed.as_secs_f64())
     }
 }
 
