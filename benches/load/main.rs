@@ -949,49 +949,9 @@ async fn run_camstream(
     }
     let config_path = out_dir.join(format!("{}.toml", scenario.name));
     std::fs::write(&config_path, &config)?;
-    let mut child = Command::new(binary)
-        .arg("--config")
-        .arg(&config_path)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let stderr = child.stderr.take().context("no stderr")?;
-    let child = ChildGuard(child);
+    let (child, addr) =
+        spawn_camstream(binary, &config_path, out_dir, scenario.name, "camstream").await?;
     let pid = child.pid();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
-    follow_output(
-        stdout,
-        &out_dir.join(format!("{}.log", scenario.name)),
-        move |line| {
-            if let Some(addr) = line
-                .split("listening on http")
-                .nth(1)
-                .and_then(|rest| rest.split("://").nth(1))
-                .and_then(|rest| rest.split('/').next())
-                .and_then(|a| a.parse().ok())
-            {
-                let _ = addr_tx.send(addr);
-            }
-        },
-    )?;
-    follow_output(
-        stderr,
-        &out_dir.join(format!("{}.stderr.log", scenario.name)),
-        |_| {},
-    )?;
-    let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(READY_TIMEOUT))
-        .await?
-        .map_err(|_| {
-            anyhow!(
-                "camstream did not start (see target/bench/{}.log)",
-                scenario.name
-            )
-        })?;
     // Over HTTPS the benchmark trusts exactly the certificate camstream
     // made (as `camstream healthcheck` does).
     let tls = match front {
@@ -1260,6 +1220,56 @@ async fn run_camstream(
     Ok(row)
 }
 
+/// Starts camstream with `config`, its output logged to
+/// `out_dir/LOG_STEM.log` and `.stderr.log`, and waits for the address it
+/// says it listens on (http or https).
+async fn spawn_camstream(
+    binary: &Path,
+    config: &Path,
+    out_dir: &Path,
+    log_stem: &str,
+    what: &str,
+) -> anyhow::Result<(ChildGuard, SocketAddr)> {
+    let mut child = Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let child = ChildGuard(child);
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
+    follow_output(
+        stdout,
+        &out_dir.join(format!("{log_stem}.log")),
+        move |line| {
+            if let Some(addr) = line
+                .split("listening on http")
+                .nth(1)
+                .and_then(|rest| rest.split("://").nth(1))
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|a| a.parse().ok())
+            {
+                let _ = addr_tx.send(addr);
+            }
+        },
+    )?;
+    follow_output(
+        stderr,
+        &out_dir.join(format!("{log_stem}.stderr.log")),
+        |_| {},
+    )?;
+    let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(READY_TIMEOUT))
+        .await?
+        .map_err(|_| anyhow!("{what} did not start (see target/bench/{log_stem}.log)"))?;
+    Ok((child, addr))
+}
+
 /// A camstream relay with the camstream at `edge` as its upstream; waits
 /// until its `cameras` relayed cameras stream (always_on, like the edge's,
 /// so the memory baseline is a running pull with no viewers).
@@ -1276,47 +1286,9 @@ async fn start_relay(
     );
     let config_path = out_dir.join(format!("{}-relay.toml", scenario.name));
     std::fs::write(&config_path, config)?;
-    let mut child = Command::new(binary)
-        .arg("--config")
-        .arg(&config_path)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let stderr = child.stderr.take().context("no stderr")?;
-    let child = ChildGuard(child);
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
-    follow_output(
-        stdout,
-        &out_dir.join(format!("{}-relay.log", scenario.name)),
-        move |line| {
-            if let Some(addr) = line
-                .split("listening on http://")
-                .nth(1)
-                .and_then(|rest| rest.split('/').next())
-                .and_then(|a| a.parse().ok())
-            {
-                let _ = addr_tx.send(addr);
-            }
-        },
-    )?;
-    follow_output(
-        stderr,
-        &out_dir.join(format!("{}-relay.stderr.log", scenario.name)),
-        |_| {},
-    )?;
-    let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(READY_TIMEOUT))
-        .await?
-        .map_err(|_| {
-            anyhow!(
-                "the relay did not start (see target/bench/{}-relay.log)",
-                scenario.name
-            )
-        })?;
+    let log_stem = format!("{}-relay", scenario.name);
+    let (child, addr) =
+        spawn_camstream(binary, &config_path, out_dir, &log_stem, "the relay").await?;
     let api = Api { addr, tls: None };
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
