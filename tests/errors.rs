@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use camstream::Config;
@@ -15,35 +13,6 @@ use common::rtsp::{RtspOptions, RtspServer};
 
 /// The password used everywhere in this file; it must never come back.
 const SECRET: &str = "Pa55-w0rd-never-shown";
-
-/// Every log line of the process, to check for the password.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> Logs {
-    static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("debug")
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .init();
-        logs
-    })
-    .clone()
-}
 
 fn parse(text: &str) -> Result<Config, String> {
     Config::parse(
@@ -247,7 +216,7 @@ async fn unavailable(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_camera_fails_alone_with_a_clear_reason() {
-    let logs = capture_logs();
+    let logs = common::logs::capture();
     let rtsp = RtspServer::start(RtspOptions {
         credentials: Some(("admin".into(), "right".into())),
         ..RtspOptions::default()
@@ -418,7 +387,7 @@ source = "test:smpte?width=320&height=240"
     // The password never came back, in any response or log line.
     let (_, list) = get_json(&format!("{b}/api/cameras")).await.unwrap();
     assert!(!list.to_string().contains(SECRET));
-    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let logs = logs.text();
     assert!(logs.contains("silent"), "logs were captured");
     assert!(!logs.contains(SECRET), "a log line shows the password");
     drop(good);

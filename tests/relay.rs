@@ -429,43 +429,6 @@ async fn two_hundred_viewers_through_nginx_and_two_relays_cost_the_edge_one_pull
     eprintln!("relay tier test took {:?}", started.elapsed());
 }
 
-/// Every log line of this test process, to look for the token in.
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-/// Unmasked: camstream's own writer would mask a known secret, so the
-/// token must not even be written.
-fn capture_logs() -> Logs {
-    static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("debug")
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .init();
-        logs
-    })
-    .clone()
-}
-
 /// A relay in this process, with `[[upstreams]]` lines `upstream`.
 async fn start_relay(upstream: &str) -> App {
     common::init();
@@ -527,7 +490,7 @@ async fn the_camera_list_follows_the_edge_and_outlives_its_outages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_token_is_a_clear_error_and_shown_nowhere() {
-    let logs = capture_logs();
+    let logs = common::logs::capture();
     let edge_port = free_port();
     let edge = start_edge(edge_port, &["a"]).await;
     let relay = start_relay(&upstream(edge.local_addr(), TOKEN)).await;

@@ -6,6 +6,7 @@ pub mod app;
 pub mod browser;
 pub mod fakehw;
 pub mod http;
+pub mod logs;
 pub mod mjpeg;
 pub mod nginx;
 pub mod proxy;
