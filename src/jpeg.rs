@@ -191,15 +191,21 @@ pub fn is_complete(jpeg: &[u8]) -> bool {
 /// inserting.
 pub fn with_huffman_tables(jpeg: &[u8]) -> Result<Cow<'_, [u8]>, JpegError> {
     let info = read_header(jpeg)?;
+    Ok(with_huffman_tables_of(jpeg, &info))
+}
+
+/// [`with_huffman_tables`] for a JPEG whose header `info` has already been
+/// read.
+pub fn with_huffman_tables_of<'a>(jpeg: &'a [u8], info: &JpegInfo) -> Cow<'a, [u8]> {
     if info.has_huffman_tables || !info.huffman {
-        return Ok(Cow::Borrowed(jpeg));
+        return Cow::Borrowed(jpeg);
     }
     let table = standard_dht_segment();
     let mut fixed = Vec::with_capacity(jpeg.len() + table.len());
     fixed.extend_from_slice(&jpeg[..info.scan_offset]);
     fixed.extend_from_slice(&table);
     fixed.extend_from_slice(&jpeg[info.scan_offset..]);
-    Ok(Cow::Owned(fixed))
+    Cow::Owned(fixed)
 }
 
 /// The standard Huffman tables of ITU T.81 Annex K.3 (K.3.1 and K.3.2,

@@ -135,6 +135,56 @@ async fn viewers_see_placeholders_through_an_outage_then_live_frames_again() {
     rtsp.stop();
 }
 
+/// Each watched size gets the placeholder at its own output size, so a grid
+/// tile and a large view both keep their layout through an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_watched_size_gets_its_placeholder_at_its_own_size() {
+    let rtsp = RtspServer::start(white_camera()).unwrap();
+    let app = app::start(&format!(
+        "[[cameras]]\nid = \"gate\"\nsource = \"{}\"\n\
+         [cameras.sizes]\nthumb = {{ scale = 0.125 }}\nlarge = {{ scale = 0.5 }}\n",
+        rtsp.url()
+    ))
+    .await;
+    let mut streams = Vec::new();
+    for query in ["", "?size=thumb", "?size=large"] {
+        let url = format!("{}/api/cameras/gate/stream.mjpeg{query}", base(&app));
+        streams.push((query, MjpegStream::connect(&url).await.unwrap()));
+    }
+    let mut live_sizes = Vec::new();
+    for (query, stream) in &mut streams {
+        let live = read_until(stream, PART_TIMEOUT, "a live frame", |p| !is_placeholder(p)).await;
+        let image = decode_jpeg(&live.body).unwrap();
+        live_sizes.push((*query, (image.width, image.height)));
+    }
+    let mut distinct: Vec<_> = live_sizes.iter().map(|(_, s)| *s).collect();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "three sizes: {live_sizes:?}");
+
+    rtsp.stop();
+    for ((query, stream), (_, live)) in streams.iter_mut().zip(&live_sizes) {
+        let placeholder = read_until(
+            stream,
+            Duration::from_secs(10),
+            "a placeholder",
+            is_placeholder,
+        )
+        .await;
+        let image = decode_jpeg(&placeholder.body).unwrap();
+        assert_eq!(
+            (image.width, image.height),
+            *live,
+            "size {query:?}: the placeholder at the live frames' size"
+        );
+        assert!(
+            mean_luma(&image) < 120.0,
+            "size {query:?}: the offline picture"
+        );
+    }
+    drop(streams);
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_source_trips_the_watchdog_and_recovers() {
     let rtsp = RtspServer::start(white_camera()).unwrap();

@@ -420,3 +420,46 @@ async fn the_grid_socket_takes_a_size_per_camera() {
     }
     app.shutdown().await;
 }
+
+/// RTP/JPEG (RFC 2435) from an RTSP camera: rtpjpegdepay rebuilds whole
+/// JPEGs, which reach a scale-1 size untouched and are decoded (in the DCT)
+/// for a smaller one, with no parser between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_jpeg_is_passed_through_at_scale_one_and_decoded_for_smaller_sizes() {
+    let rtsp = RtspServer::start(RtspOptions {
+        codec: common::rtsp::Codec::Jpeg,
+        width: 640,
+        height: 360,
+        ..RtspOptions::default()
+    })
+    .expect("RTSP server starts");
+    let app = app::start(&format!(
+        "[[cameras]]\nid = \"cam\"\nsource = \"{}\"\nscale = 1.0\n\
+         [cameras.sizes]\nthumb = {{ scale = 0.25 }}\n",
+        rtsp.url()
+    ))
+    .await;
+    let url = |q: &str| format!("{}/api/cameras/cam/stream.mjpeg{q}", base(&app));
+    let mut default = MjpegStream::connect(&url("")).await.expect("default opens");
+    let mut thumb = MjpegStream::connect(&url("?size=thumb"))
+        .await
+        .expect("thumb opens");
+    let got = frame_sizes(&mut default, 5).await;
+    assert!(got.iter().all(|s| *s == (640, 360)), "default: {got:?}");
+    let got = frame_sizes(&mut thumb, 5).await;
+    assert!(got.iter().all(|s| *s == (160, 90)), "thumb: {got:?}");
+    let info = camera(&app, "cam").await;
+    assert_eq!(size(&info, "default")["passthrough"], true, "{info}");
+    assert_eq!(
+        encodes_measured(&app, "cam", "default").await,
+        0,
+        "nothing encoded for the passed-through size"
+    );
+    assert!(
+        encodes_measured(&app, "cam", "thumb").await > 0,
+        "thumb encoded"
+    );
+    drop((default, thumb));
+    app.shutdown().await;
+    rtsp.stop();
+}

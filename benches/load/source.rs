@@ -214,8 +214,8 @@ pub struct MjpegSource {
 impl MjpegSource {
     /// Encodes the loop (a few seconds of CPU, before any measurement) and
     /// starts serving it.
-    pub async fn start(epoch: Instant, quality: u32) -> anyhow::Result<MjpegSource> {
-        let frames = tokio::task::spawn_blocking(move || encode_loop(quality)).await??;
+    pub async fn start(epoch: Instant, quality: u32, noise: f64) -> anyhow::Result<MjpegSource> {
+        let frames = tokio::task::spawn_blocking(move || encode_loop(quality, noise)).await??;
         let frame_bytes = frames.iter().map(Bytes::len).sum::<usize>() / frames.len();
         let frames = Arc::new(frames);
         let sent = Arc::new(SentTable {
@@ -248,11 +248,11 @@ impl MjpegSource {
 /// Camera-like content: moving colour bars with a little sensor noise
 /// blended in (a clean test pattern compresses to a fraction of what a
 /// real scene does, and would make decoding look cheaper than it is).
-fn encode_loop(quality: u32) -> anyhow::Result<Vec<Bytes>> {
+fn encode_loop(quality: u32, noise: f64) -> anyhow::Result<Vec<Bytes>> {
     let Mount { width, height } = Mount::H1080;
     let caps = format!("video/x-raw,format=I420,width={width},height={height},framerate={FPS}/1");
     let description = format!(
-        "compositor name=mix sink_1::alpha=0.12 ! {caps} ! identity name=stamp \
+        "compositor name=mix sink_1::alpha={noise} ! {caps} ! identity name=stamp \
          ! jpegenc quality={quality} ! appsink name=out sync=false \
          videotestsrc num-buffers={MJPEG_LOOP} pattern=smpte horizontal-speed=4 ! {caps} ! mix. \
          videotestsrc num-buffers={MJPEG_LOOP} pattern=snow ! {caps} ! mix."

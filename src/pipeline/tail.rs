@@ -3,14 +3,19 @@
 //!
 //! ```text
 //! source bin, raw video ─▶ [videorate] ─────────────────────────────────▶ raw tee
-//! source bin, JPEG ─▶ jpegparse ─▶ [videorate] ─▶ jpeg tee ─┬─▶ queue ─▶ appsink   passthrough
-//!                                                           └─▶ queue ─▶ JPEG decoder ─▶ raw tee
+//! source bin, JPEG ─▶ [videorate] ─▶ jpeg tee ─┬─▶ queue ─▶ appsink   passthrough
+//!                                              └─▶ queue ─▶ JPEG decoder ─▶ raw tee
 //! raw tee ─┬─▶ queue ─▶ videoconvertscale ─▶ capsfilter ─▶ jpegenc ─▶ appsink   default
 //!          ├─▶ ... one such branch per size ...                                  thumb, large
 //!          └─▶ ... full, one frame per snapshot request ...                      full
 //! ```
 //!
-//! (videorate: `max_fps`, before anything is decoded.) Which of the two
+//! (videorate: `max_fps`, before anything is decoded.) JPEG frames need
+//! no parser: every JPEG source camstream builds delivers one whole image
+//! per buffer (multipartdemux, v4l2src, rtpjpegdepay, appsrc), and the
+//! size is read from each frame's header, which costs a few hundred bytes
+//! of reading where jpegparse scanned every byte of every frame (a third
+//! of the CPU of passing 1080p MJPEG through). Which of the two
 //! heads applies is known only from the caps of the
 //! source bin's output, which for a bin ending in decodebin exist only once
 //! it adds its pad; the head is then linked from that pad's handler.
@@ -160,8 +165,8 @@ impl Tail {
 
     /// The `max_fps` cap, if the camera has one, after `entry`; returns
     /// what follows it. Before anything is decoded, so a frame over the cap
-    /// costs nothing; after jpegparse for JPEG, since videorate needs a
-    /// frame rate in the caps, which only the parser puts there.
+    /// costs nothing. (JPEG caps without a frame rate get one, 0/1, on
+    /// their way in: see [`note_jpeg_frames`].)
     fn rate_cap(&self, entry: &gst::Pad) -> Result<gst::Pad, PipelineError> {
         let Some(fps) = self.max_fps else {
             return Ok(entry.clone());
@@ -189,15 +194,14 @@ impl Tail {
             .map_err(|e| PipelineError::Runtime(format!("cannot link the source's output: {e}")))
     }
 
-    /// JPEG images: parsed (for their size), then passed through to the
-    /// outputs that take them as they are, and decoded for the rest.
+    /// JPEG images: passed through to the outputs that take them as they
+    /// are, and decoded for the rest.
     fn jpeg_head(&self, entry: &gst::Pad) -> Result<(), PipelineError> {
-        let parse = self.make_added("jpegparse", "jpeg-parse", &[])?;
-        link(entry, &parse)?;
-        let capped = self.rate_cap(&static_pad(&parse, "src")?)?;
+        give_a_frame_rate(entry);
+        let capped = self.rate_cap(entry)?;
         let tee = self.make_added("tee", "jpeg-tee", &[])?;
         link(&capped, &tee)?;
-        count_source_frames(&capped, &self.stats);
+        note_jpeg_frames(&capped, &self.stats);
         *self.entry.lock().unwrap_or_else(PoisonError::into_inner) = Some(capped);
 
         // Passthrough: the source's frames, untouched but for Huffman
@@ -219,8 +223,9 @@ impl Tail {
                 gst_app::AppSinkCallbacks::builder()
                     .new_sample(move |sink| {
                         let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                        let (width, height) = sample_size(&sample);
-                        let Some(jpeg) = sample.buffer_owned().and_then(passthrough_bytes) else {
+                        let Some((jpeg, width, height)) =
+                            sample.buffer_owned().and_then(passthrough_bytes)
+                        else {
                             return Ok(gst::FlowSuccess::Ok);
                         };
                         let frame = stats.source_frames.load(Ordering::Relaxed);
@@ -508,6 +513,50 @@ fn gate(
     link(&pad, queue)
 }
 
+/// Counts the JPEG frames reaching camstream on `pad` and notes the
+/// source's real size from each frame's header (the caps of an MJPEG
+/// stream over HTTP carry none, and a camera may change size mid-stream).
+/// A buffer that is not a JPEG goes on: the decoder drops and counts it,
+/// passthrough drops it.
+fn note_jpeg_frames(pad: &gst::Pad, stats: &Arc<PipelineStats>) {
+    let stats = Arc::clone(stats);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer() {
+            stats.source_frames.fetch_add(1, Ordering::Relaxed);
+            if let Ok(map) = buffer.map_readable()
+                && let Ok(header) = crate::jpeg::read_header(&map)
+            {
+                stats.input_size.store(
+                    pack_size(header.width.max(1), header.height.max(1)),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// JPEG caps without a frame rate (an MJPEG stream over HTTP says only
+/// `image/jpeg`) get `framerate=0/1`, unknown, as jpegparse would give
+/// them: the `max_fps` cap's videorate refuses caps without one.
+fn give_a_frame_rate(pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+        if let Some(gst::PadProbeData::Event(event)) = &mut info.data
+            && let gst::EventView::Caps(caps) = event.view()
+            && caps.caps().iter().any(|s| !s.has_field("framerate"))
+        {
+            let mut caps = caps.caps_owned();
+            for s in caps.make_mut().iter_mut() {
+                if !s.has_field("framerate") {
+                    s.set("framerate", gst::Fraction::new(0, 1));
+                }
+            }
+            *event = gst::event::Caps::new(&caps);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 /// Counts the frames reaching camstream on `pad` and notes the source's
 /// real size from its caps.
 fn count_source_frames(pad: &gst::Pad, stats: &Arc<PipelineStats>) {
@@ -644,16 +693,18 @@ fn fill_in_durations(rate: &gst::Element) {
 /// a copy with the standard tables inserted, since Safari paints nothing
 /// without them. A frame whose header cannot be read, or that is cut
 /// short, is dropped.
-fn passthrough_bytes(buffer: gst::Buffer) -> Option<Bytes> {
+fn passthrough_bytes(buffer: gst::Buffer) -> Option<(Bytes, u32, u32)> {
     let mapped = buffer.into_mapped_buffer_readable().ok()?;
     // A frame cut short (webcams and lossy links send them) would show
     // grey in its missing part: skip it, as the decoder does.
     if !crate::jpeg::is_complete(&mapped) {
         return None;
     }
-    match crate::jpeg::with_huffman_tables(&mapped).ok()? {
-        std::borrow::Cow::Borrowed(_) => Some(Bytes::from_owner(mapped)),
-        std::borrow::Cow::Owned(fixed) => Some(Bytes::from(fixed)),
+    let info = crate::jpeg::read_header(&mapped).ok()?;
+    let (width, height) = (info.width, info.height);
+    match crate::jpeg::with_huffman_tables_of(&mapped, &info) {
+        std::borrow::Cow::Borrowed(_) => Some((Bytes::from_owner(mapped), width, height)),
+        std::borrow::Cow::Owned(fixed) => Some((Bytes::from(fixed), width, height)),
     }
 }
 
