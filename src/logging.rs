@@ -5,8 +5,14 @@
 //!
 //! Every line passes through the redactor on its way out ([`Redacting`]),
 //! whoever logged it and whatever it holds, so a call site cannot forget.
+//! So do GStreamer's own debug log (`GST_DEBUG`) and GLib's warnings
+//! ([`mask_gstreamer_output`]), which would otherwise go to stderr as they
+//! are: at `GST_DEBUG=GST_BUS:5` the bus messages of an HTTP camera carry
+//! its request headers, `Authorization: Basic` and all.
 
 use std::io::{IsTerminal, Write};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -29,6 +35,7 @@ pub enum LogFormat {
 /// overrides the level either way. Lines are masked with the redactor's
 /// rules and whatever `secrets` holds when they are written.
 pub fn init(format: LogFormat, serving: bool, secrets: KnownSecrets) {
+    let _ = PROCESS_SECRETS.set(secrets.clone());
     let default = if serving { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // Colours only for a terminal: escape codes garble log files.
@@ -57,6 +64,85 @@ pub fn init(format: LogFormat, serving: bool, secrets: KnownSecrets) {
             .with_writer(Redacting::new(std::io::stderr, secrets, format))
             .init(),
     }
+}
+
+/// The secrets the process's log writer masks, for GStreamer's and GLib's
+/// output too: set by [`init`] (a library user that never calls it keeps
+/// GStreamer's own output as it is).
+static PROCESS_SECRETS: OnceLock<KnownSecrets> = OnceLock::new();
+
+/// Sends GStreamer's debug log and GLib's log messages through the
+/// redactor: the same lines, on stderr (or in `GST_DEBUG_FILE`), masked.
+/// Which lines is unchanged: `GST_DEBUG` picks GStreamer's, and GLib's
+/// debug and info messages need `G_MESSAGES_DEBUG`, as before. Called once
+/// GStreamer is initialised (`pipeline::init`), since initialising it
+/// installs the default log function this one replaces.
+pub fn mask_gstreamer_output() {
+    use gstreamer as gst;
+    use gstreamer::glib;
+
+    let Some(secrets) = PROCESS_SECRETS.get().cloned() else {
+        return;
+    };
+    static DONE: OnceLock<()> = OnceLock::new();
+    if DONE.set(()).is_err() {
+        return;
+    }
+    let start = Instant::now();
+    let out: Mutex<Box<dyn Write + Send>> = Mutex::new(
+        match std::env::var_os("GST_DEBUG_FILE")
+            .filter(|f| !f.is_empty())
+            .map(std::fs::File::create)
+        {
+            Some(Ok(file)) => Box::new(std::io::LineWriter::new(file)),
+            _ => Box::new(std::io::stderr()),
+        },
+    );
+    let pid = std::process::id();
+    let masked = secrets.clone();
+    gst::log::remove_default_log_function();
+    gst::log::add_log_function(
+        move |category, level, file, function, line, object, message| {
+            let elapsed = start.elapsed();
+            let text = message.get().map(|m| m.to_string()).unwrap_or_default();
+            let object = object.map(|o| format!("<{o}>")).unwrap_or_default();
+            let line = format!(
+                "{}:{:02}:{:02}.{:09} {pid} {:?} {:<7} {:>20} {file}:{line}:{function}:{object} {text}\n",
+                elapsed.as_secs() / 3600,
+                elapsed.as_secs() / 60 % 60,
+                elapsed.as_secs() % 60,
+                elapsed.subsec_nanos(),
+                std::thread::current().id(),
+                level.name(),
+                category.name(),
+            );
+            let line = masked.redact(&line);
+            let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+            // Nowhere to report a failed log write.
+            let _ = out.write_all(line.as_bytes());
+        },
+    );
+    let wanted = std::env::var("G_MESSAGES_DEBUG").unwrap_or_default();
+    glib::log_set_default_handler(move |domain, level, message| {
+        let (name, chatty) = match level {
+            glib::LogLevel::Error => ("ERROR", false),
+            glib::LogLevel::Critical => ("CRITICAL", false),
+            glib::LogLevel::Warning => ("WARNING", false),
+            glib::LogLevel::Message => ("Message", false),
+            glib::LogLevel::Info => ("INFO", true),
+            glib::LogLevel::Debug => ("DEBUG", true),
+        };
+        let domain = domain.unwrap_or("");
+        if chatty
+            && !wanted
+                .split([' ', ','])
+                .any(|d| d == "all" || (!d.is_empty() && d == domain))
+        {
+            return;
+        }
+        let line = format!("\n(camstream:{pid}): {domain}-{name} **: {message}\n");
+        let _ = std::io::stderr().write_all(secrets.redact(&line).as_bytes());
+    });
 }
 
 /// A [`MakeWriter`] that masks secrets in every line before it reaches the

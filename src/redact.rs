@@ -169,6 +169,13 @@ fn forms(secret: &str) -> Vec<String> {
             .replace('"', "\\\"")
             .replace('\'', "\\'"),
     );
+    // Base64 (a Basic header's `user:password`) without its padding: a
+    // GstStructure, as GStreamer's bus log prints an HTTP source's request
+    // headers, escapes each `=` of it.
+    let unpadded = secret.trim_end_matches('=');
+    if unpadded != secret && unpadded.chars().count() >= MIN_SECRET_LEN {
+        out.push(unpadded.to_string());
+    }
     out.sort();
     out.dedup();
     out

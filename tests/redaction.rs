@@ -919,3 +919,39 @@ async fn the_server_never_shows_a_secret() {
     // Both log formats at once: each run is mostly waiting.
     tokio::join!(serve_the_corpus("text"), serve_the_corpus("json"));
 }
+
+/// GStreamer's own debug log (`GST_DEBUG`) goes through the redactor too:
+/// at `GST_BUS:5` the bus messages of an HTTP camera show its request
+/// headers, the Basic `Authorization` among them (base64 whose `=` padding
+/// GStreamer escapes), and souphttpsrc's trace shows the header lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gstreamer_debug_output_is_masked_too() {
+    common::init();
+    let (user, password) = ("admin", "Gst-debug-Pw-Zk77q");
+    let http = common::http::HttpCamera::start(common::http::HttpCameraOptions {
+        credentials: Some((user.into(), password.into())),
+        ..Default::default()
+    })
+    .await;
+    let url = http.url_with_credentials(user, password, "/video.mjpg");
+    let dir = tempfile::tempdir().unwrap();
+    let report = tokio::task::spawn_blocking(move || {
+        output(
+            camstream(dir.path(), "text")
+                .env("GST_DEBUG", "GST_BUS:5,souphttpsrc:7,souputils:7")
+                .env_remove("GST_DEBUG_FILE")
+                .args(["probe", &url, "--timeout", "8"]),
+        )
+    })
+    .await
+    .unwrap();
+    // The debug log flowed, and the request did carry the credentials.
+    assert!(report.contains("GST_BUS"), "{report}");
+    assert!(report.contains("Authorization"), "{report}");
+    let basic = base64(&format!("{user}:{password}"));
+    let hidden = vec![
+        password.to_string(),
+        basic.trim_end_matches('=').to_string(),
+    ];
+    assert_no_secret("probe with GST_DEBUG", &report, &hidden);
+}

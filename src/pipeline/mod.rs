@@ -57,6 +57,7 @@ const SINGLE_IMAGES: &str = "camstream-single-images";
 pub fn init() -> Result<(), PipelineError> {
     static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     gst::init().map_err(|e| PipelineError::Init(e.to_string()))?;
+    crate::logging::mask_gstreamer_output();
     REGISTERED
         .get_or_init(|| {
             jpegdec::register()
