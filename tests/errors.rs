@@ -283,6 +283,14 @@ source = "rtsp://cam/x"
 pipeline = "rtspsrc location={{location}} ! rtph264depay ! vaapih264dec"
 
 [[cameras]]
+id = "noprop"
+pipeline = "videotestsrc is-live=true sped=2 ! videoconvert"
+
+[[cameras]]
+id = "badvalue"
+pipeline = "videotestsrc is-live=true pattern=stripes ! videoconvert"
+
+[[cameras]]
 id = "http404"
 source = "{other_base}/no/such/stream.mjpg"
 
@@ -317,6 +325,13 @@ source = "test:smpte?width=320&height=240"
         (
             "notinstalled",
             "\"vaapih264dec\" is not installed: install the Debian package gstreamer1.0-vaapi",
+        ),
+        // An installed element with a wrong property or value is not
+        // "not installed" (GStreamer lists it among the missing elements).
+        ("noprop", "no property \"sped\" in element \"videotestsrc\""),
+        (
+            "badvalue",
+            "could not set property \"pattern\" in element \"videotestsrc\" to \"stripes\"",
         ),
     ] {
         let info = common::app::wait_for_camera(&app, id, Duration::from_secs(10), "failed", |c| {

@@ -531,15 +531,26 @@ fn parse_error(
     error: &gst::glib::Error,
     context: &gst::ParseContext,
 ) -> PipelineError {
+    // GStreamer also lists an installed element as missing when one of
+    // its properties could not be set (no such property, a value it does
+    // not take): only a parse that failed for want of an element is one.
     let missing = context.missing_elements();
-    if missing.is_empty() {
-        PipelineError::Syntax(redactor.redact(&format!(
+    match error.kind::<gst::ParseError>() {
+        Some(gst::ParseError::NoSuchElement) if !missing.is_empty() => {
+            PipelineError::MissingElement(missing)
+        }
+        Some(gst::ParseError::NoSuchProperty | gst::ParseError::CouldNotSetProperty) => {
+            PipelineError::Syntax(redactor.redact(&format!(
+                "{} in \"{}\": `gst-inspect-1.0 ELEMENT` lists an element's properties and the values each takes",
+                error.message(),
+                plan.description
+            )))
+        }
+        _ => PipelineError::Syntax(redactor.redact(&format!(
             "{} in \"{}\": check the gst-launch syntax (elements joined by !, properties as name=value)",
             error.message(),
             plan.description
-        )))
-    } else {
-        PipelineError::MissingElement(missing)
+        ))),
     }
 }
 
