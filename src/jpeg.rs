@@ -175,6 +175,30 @@ fn subsampling(factors: &[(u8, u8)]) -> Subsampling {
     }
 }
 
+/// How far from either end of a buffer a JPEG's SOI or EOI marker is
+/// looked for: cameras pad the image with a few bytes (a CRLF inside a
+/// multipart part, USB transfer padding), not kilobytes.
+const PADDING_WINDOW: usize = 64;
+
+/// Where the JPEG in `buffer` starts and ends, when a camera sent a few
+/// bytes around it (CRLFs inside a multipart part, padding): from its SOI
+/// marker, found within the first bytes, to the end of its last EOI marker
+/// within the last bytes. A buffer without an EOI near its end (cut short)
+/// keeps its end, so [`is_complete`] can refuse it. Reads at most
+/// 2 x 64 bytes: unlike a parser, it never scans the image. (In the
+/// entropy-coded data a 0xFF byte is always followed by 0x00 or a restart
+/// marker, so FF D9 near the end is the image's end.)
+pub fn image_bounds(buffer: &[u8]) -> Option<std::ops::Range<usize>> {
+    let head = &buffer[..buffer.len().min(PADDING_WINDOW + 3)];
+    let start = head.windows(3).position(|w| w == [0xFF, SOI, 0xFF])?;
+    let tail_from = buffer.len().saturating_sub(PADDING_WINDOW).max(start + 2);
+    let end = buffer[tail_from..]
+        .windows(2)
+        .rposition(|w| w == [0xFF, EOI])
+        .map_or(buffer.len(), |i| tail_from + i + 2);
+    Some(start..end)
+}
+
 /// Whether a JPEG arrived whole: it ends with the EOI marker. Webcams and
 /// lossy networks deliver frames cut short; decoding one paints the missing
 /// part grey. Trailing zero bytes are allowed: some UVC webcams pad frames
@@ -368,6 +392,22 @@ mod tests {
         let mut garbage = good.clone();
         garbage[2] = 0x12;
         assert!(matches!(read_header(&garbage), Err(JpegError::Corrupt(_))));
+    }
+
+    #[test]
+    fn image_bounds_skip_a_few_bytes_around_the_image() {
+        let jpeg = [0xFF, SOI, 0xFF, 0xE0, 0, 2, 1, 2, 3, 0xFF, EOI];
+        assert_eq!(image_bounds(&jpeg), Some(0..jpeg.len()));
+        let padded = [b"\r\n".as_slice(), &jpeg, b"\r\n\r\n"].concat();
+        assert_eq!(image_bounds(&padded), Some(2..2 + jpeg.len()));
+        // Cut short: the end stays, for is_complete to refuse.
+        let cut = &jpeg[..8];
+        assert_eq!(image_bounds(cut), Some(0..8));
+        // Not a JPEG, or one behind more than a few bytes of something else.
+        assert_eq!(image_bounds(b"<html>not a picture</html>"), None);
+        let far = [vec![b' '; 200], jpeg.to_vec()].concat();
+        assert_eq!(image_bounds(&far), None);
+        assert_eq!(image_bounds(&[]), None);
     }
 
     #[test]

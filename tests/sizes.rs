@@ -299,11 +299,12 @@ async fn encodes_measured(app: &camstream::App, id: &str, size: &str) -> u64 {
         .unwrap()
 }
 
-async fn passthrough(avi1: bool) {
+async fn passthrough(avi1: bool, padded_parts: bool) {
     let http = HttpCamera::start(HttpCameraOptions {
         width: 640,
         height: 360,
         avi1,
+        padded_parts,
         ..HttpCameraOptions::default()
     })
     .await;
@@ -360,12 +361,19 @@ async fn passthrough(avi1: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mjpeg_source_at_scale_one_is_passed_through_untouched() {
-    passthrough(false).await;
+    passthrough(false, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avi1_frames_are_passed_through_with_huffman_tables() {
-    passthrough(true).await;
+    passthrough(true, false).await;
+}
+
+/// A camera whose parts hold CRLFs around the JPEG: the image alone is
+/// passed through, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_around_a_cameras_jpeg_are_trimmed_for_passthrough() {
+    passthrough(false, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,10 +12,11 @@
 //!
 //! (videorate: `max_fps`, before anything is decoded.) JPEG frames need
 //! no parser: every JPEG source camstream builds delivers one whole image
-//! per buffer (multipartdemux, v4l2src, rtpjpegdepay, appsrc), and the
-//! size is read from each frame's header, which costs a few hundred bytes
-//! of reading where jpegparse scanned every byte of every frame (a third
-//! of the CPU of passing 1080p MJPEG through). Which of the two
+//! per buffer (multipartdemux, v4l2src, rtpjpegdepay, appsrc); the few
+//! bytes some cameras put around the image are trimmed, and the size is
+//! read from each frame's header, which costs a few hundred bytes of
+//! reading where jpegparse scanned every byte of every frame (half the CPU
+//! of passing 1080p MJPEG through). Which of the two
 //! heads applies is known only from the caps of the
 //! source bin's output, which for a bin ending in decodebin exist only once
 //! it adds its pad; the head is then linked from that pad's handler.
@@ -513,24 +514,47 @@ fn gate(
     link(&pad, queue)
 }
 
-/// Counts the JPEG frames reaching camstream on `pad` and notes the
-/// source's real size from each frame's header (the caps of an MJPEG
+/// Counts the JPEG frames reaching camstream on `pad`, trims the few bytes
+/// some cameras send around an image (a CRLF inside a multipart part:
+/// passthrough would otherwise take the frame for cut short), and notes
+/// the source's real size from each frame's header (the caps of an MJPEG
 /// stream over HTTP carry none, and a camera may change size mid-stream).
 /// A buffer that is not a JPEG goes on: the decoder drops and counts it,
 /// passthrough drops it.
 fn note_jpeg_frames(pad: &gst::Pad, stats: &Arc<PipelineStats>) {
     let stats = Arc::clone(stats);
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if let Some(buffer) = info.buffer() {
-            stats.source_frames.fetch_add(1, Ordering::Relaxed);
-            if let Ok(map) = buffer.map_readable()
-                && let Ok(header) = crate::jpeg::read_header(&map)
-            {
-                stats.input_size.store(
-                    pack_size(header.width.max(1), header.height.max(1)),
-                    Ordering::Relaxed,
-                );
+        let Some(buffer) = info.buffer_mut() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        stats.source_frames.fetch_add(1, Ordering::Relaxed);
+        let (bounds, size) = match buffer.map_readable() {
+            Ok(map) => {
+                let bounds = crate::jpeg::image_bounds(&map);
+                let image = bounds.clone().map_or(&map[..], |b| &map[b]);
+                let size = crate::jpeg::read_header(image)
+                    .ok()
+                    .map(|h| (h.width, h.height));
+                (bounds.filter(|b| *b != (0..map.len())), size)
             }
+            Err(_) => (None, None),
+        };
+        if let Some((w, h)) = size {
+            stats
+                .input_size
+                .store(pack_size(w.max(1), h.max(1)), Ordering::Relaxed);
+        }
+        if let Some(bounds) = bounds
+            && let Ok(trimmed) = buffer.copy_region(
+                // Not DEEP: the region shares the memory, nothing is copied.
+                gst::BufferCopyFlags::FLAGS
+                    | gst::BufferCopyFlags::TIMESTAMPS
+                    | gst::BufferCopyFlags::META
+                    | gst::BufferCopyFlags::MEMORY,
+                bounds.start..bounds.end,
+            )
+        {
+            *buffer = trimmed;
         }
         gst::PadProbeReturn::Ok
     });

@@ -49,6 +49,9 @@ pub struct HttpCameraOptions {
     /// Frames without Huffman tables (no DHT segment), as AVI1 webcams and
     /// some IP cameras send them.
     pub avi1: bool,
+    /// Each part's body holds a CRLF before the JPEG and two after it,
+    /// counted in its Content-Length, as some IP cameras send them.
+    pub padded_parts: bool,
 }
 
 impl Default for HttpCameraOptions {
@@ -63,6 +66,7 @@ impl Default for HttpCameraOptions {
             tls: None,
             html_after: None,
             avi1: false,
+            padded_parts: false,
         }
     }
 }
@@ -271,13 +275,20 @@ async fn serve(mut stream: impl AsyncRead + AsyncWrite + Unpin, shared: &Shared)
             let mut tick = tokio::time::interval(Duration::from_secs(1) / shared.opts.fps.max(1));
             for frame in shared.frames.iter().cycle() {
                 tick.tick().await;
+                let (before, after): (&[u8], &[u8]) = if shared.opts.padded_parts {
+                    (b"\r\n", b"\r\n\r\n")
+                } else {
+                    (b"", b"")
+                };
                 let part = format!(
                     "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-                    frame.len()
+                    before.len() + frame.len() + after.len()
                 );
                 let sent = async {
                     stream.write_all(part.as_bytes()).await?;
+                    stream.write_all(before).await?;
                     stream.write_all(frame).await?;
+                    stream.write_all(after).await?;
                     stream.write_all(b"\r\n").await?;
                     stream.flush().await
                 };
