@@ -182,17 +182,24 @@ const PADDING_WINDOW: usize = 64;
 
 /// Where the JPEG in `buffer` starts and ends, when a camera sent a few
 /// bytes around it (CRLFs inside a multipart part, padding): from its SOI
-/// marker, found within the first bytes, to the end of its last EOI marker
-/// within the last bytes. A buffer without an EOI near its end (cut short)
-/// keeps its end, so [`is_complete`] can refuse it. Reads at most
-/// 2 x 64 bytes: unlike a parser, it never scans the image. (In the
-/// entropy-coded data a 0xFF byte is always followed by 0x00 or a restart
-/// marker, so FF D9 near the end is the image's end.)
+/// marker, found within the first bytes, to the end of its last EOI
+/// marker within the last bytes (after any zero padding). A buffer without
+/// an EOI near its end (cut short) keeps its end, so [`is_complete`] can
+/// refuse it. Reads 2 x 64 bytes and the zero padding: unlike a parser, it
+/// never scans the image. (In the entropy-coded data a 0xFF byte is always
+/// followed by 0x00 or a restart marker, so FF D9 near the end is the
+/// image's end.)
 pub fn image_bounds(buffer: &[u8]) -> Option<std::ops::Range<usize>> {
     let head = &buffer[..buffer.len().min(PADDING_WINDOW + 3)];
     let start = head.windows(3).position(|w| w == [0xFF, SOI, 0xFF])?;
-    let tail_from = buffer.len().saturating_sub(PADDING_WINDOW).max(start + 2);
-    let end = buffer[tail_from..]
+    // Zero padding (UVC webcams pad to their transfer size) may be longer
+    // than the window; it is skipped first.
+    let data_end = buffer
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(buffer.len(), |i| i + 1);
+    let tail_from = data_end.saturating_sub(PADDING_WINDOW).max(start + 2);
+    let end = buffer[tail_from..data_end]
         .windows(2)
         .rposition(|w| w == [0xFF, EOI])
         .map_or(buffer.len(), |i| tail_from + i + 2);
@@ -400,6 +407,9 @@ mod tests {
         assert_eq!(image_bounds(&jpeg), Some(0..jpeg.len()));
         let padded = [b"\r\n".as_slice(), &jpeg, b"\r\n\r\n"].concat();
         assert_eq!(image_bounds(&padded), Some(2..2 + jpeg.len()));
+        // Zero padding of any length goes too.
+        let zeros = [jpeg.as_slice(), &[0u8; 4096]].concat();
+        assert_eq!(image_bounds(&zeros), Some(0..jpeg.len()));
         // Cut short: the end stays, for is_complete to refuse.
         let cut = &jpeg[..8];
         assert_eq!(image_bounds(cut), Some(0..8));
