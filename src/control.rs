@@ -55,6 +55,24 @@ pub enum ManageError {
     Write { path: PathBuf, reason: String },
 }
 
+/// Why the config file could not be saved, and what to do instead when
+/// camstream may not write there (the hardened compose file mounts it
+/// read-only, on purpose).
+fn why_not_written(e: &std::io::Error) -> String {
+    let instead = "edit the file where it is mounted from and send camstream SIGHUP \
+                   (docker kill -s HUP <container>) to apply it, or mount it writable \
+                   to edit through the API";
+    match e.kind() {
+        std::io::ErrorKind::ReadOnlyFilesystem => {
+            format!("it is on a read-only file system ({e}): {instead}")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("camstream may not write its directory ({e}): {instead}")
+        }
+        _ => e.to_string(),
+    }
+}
+
 /// What a reload did, by camera id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReloadSummary {
@@ -422,7 +440,7 @@ impl Control {
         tokio::task::spawn_blocking(move || config_edit::write_atomically(&write_path, &text))
             .await
             .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
+            .and_then(|r| r.map_err(|e| why_not_written(&e)))
             .map_err(|reason| ManageError::Write {
                 path: path.to_path_buf(),
                 reason: redact_text(&reason).into_owned(),
@@ -435,5 +453,24 @@ impl Control {
             "config file {} updated through the API", path.display()
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::why_not_written;
+
+    #[test]
+    fn a_read_only_config_says_how_to_change_it_instead() {
+        for kind in [
+            std::io::ErrorKind::ReadOnlyFilesystem,
+            std::io::ErrorKind::PermissionDenied,
+        ] {
+            let why = why_not_written(&std::io::Error::from(kind));
+            assert!(why.contains("SIGHUP"), "{why}");
+            assert!(why.contains("mount it writable"), "{why}");
+        }
+        let other = why_not_written(&std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert!(!other.contains("SIGHUP"), "{other}");
     }
 }
