@@ -1,7 +1,8 @@
 //! A camera's sizes (issue 12): `?size=NAME` on streams and snapshots, each
 //! size encoded once and only while watched, `size=full` snapshots made
 //! once for every request waiting, JPEG passthrough of an MJPEG source at
-//! scale 1, and the 400 naming the camera's sizes.
+//! scale 1 (HTTP MJPEG, AVI1, RTP/JPEG, padded parts), one slow size not
+//! delaying another, and the 400 naming the camera's sizes.
 
 mod common;
 
@@ -470,4 +471,58 @@ async fn rtp_jpeg_is_passed_through_at_scale_one_and_decoded_for_smaller_sizes()
     drop((default, thumb));
     app.shutdown().await;
     rtsp.stop();
+}
+
+/// One slow size never delays another: every size has its own leaky
+/// one-buffer queue and thread after the tee. The `large` branch's encoder
+/// is made to take 300 ms a frame (a probe that sleeps on its streaming
+/// thread); the default size keeps the source's rate all the while.
+#[test]
+fn one_slow_size_never_delays_another() {
+    use camstream::pipeline::{FrameOutput, Pipeline};
+    use gstreamer::prelude::*;
+    use std::sync::atomic::Ordering;
+
+    common::init();
+    let text = format!(
+        "[[cameras]]\nid = \"cam\"\nsource = \"test:smpte?width=640&height=360\"\nmax_fps = 30\n{SIZES}"
+    );
+    let config = camstream::config::Config::parse(&text, None).expect("config parses");
+    let settings = config.cameras[0].settings.clone().expect("settings");
+    let plan = settings
+        .plan_attempt(camstream::source::Attempt::default())
+        .expect("plan");
+    let output = FrameOutput::for_settings(&settings, plan.managed);
+    let outputs = std::sync::Arc::clone(&output.outputs);
+    let pipeline =
+        Pipeline::build(&plan, output, camstream::redact::Redactor::default()).expect("builds");
+    let slow = pipeline
+        .gst_pipeline()
+        .by_name("large-encoder")
+        .expect("the large size's encoder");
+    slow.static_pad("sink")
+        .unwrap()
+        .add_probe(gstreamer::PadProbeType::BUFFER, |_, _| {
+            std::thread::sleep(Duration::from_millis(300));
+            gstreamer::PadProbeReturn::Ok
+        });
+    let default = outputs.get("default").unwrap();
+    let large = outputs.get("large").unwrap();
+    default.attach();
+    large.attach();
+    pipeline.start().expect("starts");
+    let out = |o: &camstream::outputs::Output| o.stats().frames_out.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(1));
+    let (d0, l0) = (out(default), out(large));
+    let window = Duration::from_secs(3);
+    std::thread::sleep(window);
+    let (d1, l1) = (out(default), out(large));
+    pipeline.stop();
+    let default_fps = (d1 - d0) as f64 / window.as_secs_f64();
+    let large_fps = (l1 - l0) as f64 / window.as_secs_f64();
+    assert!(large_fps <= 4.0, "the slowed size: {large_fps} fps");
+    assert!(
+        default_fps >= 20.0,
+        "the default size kept the source's 30 fps: {default_fps} fps (large: {large_fps})"
+    );
 }
