@@ -1,7 +1,8 @@
 //! A camera's sizes (issue 12): `?size=NAME` on streams and snapshots, each
 //! size encoded once and only while watched, `size=full` snapshots made
 //! once for every request waiting, JPEG passthrough of an MJPEG source at
-//! scale 1 (HTTP MJPEG, AVI1, RTP/JPEG, padded parts), one slow size not
+//! scale 1 (HTTP MJPEG with and without Content-Length, AVI1, RTP/JPEG,
+//! padded parts), one slow size not
 //! delaying another, and the 400 naming the camera's sizes.
 
 mod common;
@@ -300,12 +301,13 @@ async fn encodes_measured(app: &camstream::App, id: &str, size: &str) -> u64 {
         .unwrap()
 }
 
-async fn passthrough(avi1: bool, padded_parts: bool) {
+async fn passthrough(avi1: bool, padded_parts: bool, no_content_length: bool) {
     let http = HttpCamera::start(HttpCameraOptions {
         width: 640,
         height: 360,
         avi1,
         padded_parts,
+        no_content_length,
         ..HttpCameraOptions::default()
     })
     .await;
@@ -362,19 +364,25 @@ async fn passthrough(avi1: bool, padded_parts: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mjpeg_source_at_scale_one_is_passed_through_untouched() {
-    passthrough(false, false).await;
+    passthrough(false, false, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avi1_frames_are_passed_through_with_huffman_tables() {
-    passthrough(true, false).await;
+    passthrough(true, false, false).await;
 }
 
 /// A camera whose parts hold CRLFs around the JPEG: the image alone is
 /// passed through, byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_around_a_cameras_jpeg_are_trimmed_for_passthrough() {
-    passthrough(false, true).await;
+    passthrough(false, true, false).await;
+}
+
+/// Parts delimited by the boundary alone (no Content-Length).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_without_a_content_length_are_passed_through() {
+    passthrough(false, true, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

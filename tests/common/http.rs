@@ -52,6 +52,9 @@ pub struct HttpCameraOptions {
     /// Each part's body holds a CRLF before the JPEG and two after it,
     /// counted in its Content-Length, as some IP cameras send them.
     pub padded_parts: bool,
+    /// Parts without a Content-Length header, delimited by the boundary
+    /// alone, as many cheaper cameras send them.
+    pub no_content_length: bool,
 }
 
 impl Default for HttpCameraOptions {
@@ -67,6 +70,7 @@ impl Default for HttpCameraOptions {
             html_after: None,
             avi1: false,
             padded_parts: false,
+            no_content_length: false,
         }
     }
 }
@@ -280,10 +284,14 @@ async fn serve(mut stream: impl AsyncRead + AsyncWrite + Unpin, shared: &Shared)
                 } else {
                     (b"", b"")
                 };
-                let part = format!(
-                    "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-                    before.len() + frame.len() + after.len()
-                );
+                let part = if shared.opts.no_content_length {
+                    "--frame\r\nContent-Type: image/jpeg\r\n\r\n".to_string()
+                } else {
+                    format!(
+                        "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                        before.len() + frame.len() + after.len()
+                    )
+                };
                 let sent = async {
                     stream.write_all(part.as_bytes()).await?;
                     stream.write_all(before).await?;
