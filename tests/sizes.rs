@@ -2,8 +2,8 @@
 //! size encoded once and only while watched, `size=full` snapshots made
 //! once for every request waiting, JPEG passthrough of an MJPEG source at
 //! scale 1 (HTTP MJPEG with and without Content-Length, AVI1, RTP/JPEG,
-//! padded parts), one slow size not
-//! delaying another, and the 400 naming the camera's sizes.
+//! padded parts), one slow size not delaying another, and the 400 naming
+//! the camera's sizes.
 
 mod common;
 
