@@ -16,8 +16,9 @@
 //! bytes some cameras put around the image are trimmed, and the size is
 //! read from each frame's header, which costs a few hundred bytes of
 //! reading where jpegparse scanned every byte of every frame (half the CPU
-//! of passing 1080p MJPEG through). Which of the two
-//! heads applies is known only from the caps of the
+//! of passing 1080p MJPEG through).
+//!
+//! Which of the two heads applies is known only from the caps of the
 //! source bin's output, which for a bin ending in decodebin exist only once
 //! it adds its pad; the head is then linked from that pad's handler.
 //! Everything after the raw tee is built up front.
@@ -167,7 +168,7 @@ impl Tail {
     /// The `max_fps` cap, if the camera has one, after `entry`; returns
     /// what follows it. Before anything is decoded, so a frame over the cap
     /// costs nothing. (JPEG caps without a frame rate get one, 0/1, on
-    /// their way in: see [`note_jpeg_frames`].)
+    /// their way in: see [`give_a_frame_rate`].)
     fn rate_cap(&self, entry: &gst::Pad) -> Result<gst::Pad, PipelineError> {
         let Some(fps) = self.max_fps else {
             return Ok(entry.clone());
