@@ -17,6 +17,17 @@ fn is_placeholder(part: &Part) -> bool {
     part.header("x-camstream-frame") == Some("placeholder")
 }
 
+/// The next placeholder part on `stream`, once the camera is gone.
+async fn next_placeholder(stream: &mut MjpegStream) -> Part {
+    read_until(
+        stream,
+        Duration::from_secs(10),
+        "a placeholder",
+        is_placeholder,
+    )
+    .await
+}
+
 /// A white test pattern: live frames are bright, the placeholder is dark
 /// grey, so the pictures themselves tell the two apart too.
 fn white_camera() -> RtspOptions {
@@ -69,13 +80,7 @@ async fn viewers_see_placeholders_through_an_outage_then_live_frames_again() {
     // The camera goes away, and stays away for a few seconds.
     rtsp.stop();
     let down_at = Instant::now();
-    let placeholder = read_until(
-        &mut stream,
-        Duration::from_secs(10),
-        "a placeholder",
-        is_placeholder,
-    )
-    .await;
+    let placeholder = next_placeholder(&mut stream).await;
     let image = decode_jpeg(&placeholder.body).unwrap();
     assert_eq!(
         (image.width, image.height),
@@ -163,13 +168,7 @@ async fn each_watched_size_gets_its_placeholder_at_its_own_size() {
 
     rtsp.stop();
     for ((query, stream), (_, live)) in streams.iter_mut().zip(&live_sizes) {
-        let placeholder = read_until(
-            stream,
-            Duration::from_secs(10),
-            "a placeholder",
-            is_placeholder,
-        )
-        .await;
+        let placeholder = next_placeholder(stream).await;
         let image = decode_jpeg(&placeholder.body).unwrap();
         assert_eq!(
             (image.width, image.height),

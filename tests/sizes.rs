@@ -301,14 +301,14 @@ async fn encodes_measured(app: &camstream::App, id: &str, size: &str) -> u64 {
         .unwrap()
 }
 
-async fn passthrough(avi1: bool, padded_parts: bool, no_content_length: bool) {
+/// A 640x360 MJPEG camera (as `sends` says otherwise) at scale 1: its
+/// frames reach the viewer as sent, nothing encoded.
+async fn passthrough(sends: HttpCameraOptions) {
+    let avi1 = sends.avi1;
     let http = HttpCamera::start(HttpCameraOptions {
         width: 640,
         height: 360,
-        avi1,
-        padded_parts,
-        no_content_length,
-        ..HttpCameraOptions::default()
+        ..sends
     })
     .await;
     let app = app::start(&format!(
@@ -364,25 +364,38 @@ async fn passthrough(avi1: bool, padded_parts: bool, no_content_length: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mjpeg_source_at_scale_one_is_passed_through_untouched() {
-    passthrough(false, false, false).await;
+    passthrough(HttpCameraOptions::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avi1_frames_are_passed_through_with_huffman_tables() {
-    passthrough(true, false, false).await;
+    passthrough(HttpCameraOptions {
+        avi1: true,
+        ..HttpCameraOptions::default()
+    })
+    .await;
 }
 
 /// A camera whose parts hold CRLFs around the JPEG: the image alone is
 /// passed through, byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_around_a_cameras_jpeg_are_trimmed_for_passthrough() {
-    passthrough(false, true, false).await;
+    passthrough(HttpCameraOptions {
+        padded_parts: true,
+        ..HttpCameraOptions::default()
+    })
+    .await;
 }
 
 /// Parts delimited by the boundary alone (no Content-Length).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_without_a_content_length_are_passed_through() {
-    passthrough(false, true, true).await;
+    passthrough(HttpCameraOptions {
+        padded_parts: true,
+        no_content_length: true,
+        ..HttpCameraOptions::default()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
