@@ -525,7 +525,7 @@ fn gate(
 fn note_jpeg_frames(pad: &gst::Pad, stats: &Arc<PipelineStats>) {
     let stats = Arc::clone(stats);
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        let Some(buffer) = info.buffer_mut() else {
+        let Some(buffer) = info.buffer() else {
             return gst::PadProbeReturn::Ok;
         };
         stats.source_frames.fetch_add(1, Ordering::Relaxed);
@@ -545,7 +545,10 @@ fn note_jpeg_frames(pad: &gst::Pad, stats: &Arc<PipelineStats>) {
                 .input_size
                 .store(pack_size(w.max(1), h.max(1)), Ordering::Relaxed);
         }
+        // Only a frame to trim is made writable (which may copy the
+        // buffer's header, never its memory).
         if let Some(bounds) = bounds
+            && let Some(buffer) = info.buffer_mut()
             && let Ok(trimmed) = buffer.copy_region(
                 // Not DEEP: the region shares the memory, nothing is copied.
                 gst::BufferCopyFlags::FLAGS
