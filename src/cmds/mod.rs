@@ -24,7 +24,7 @@ pub struct ConfigArgs {
     /// exists]
     #[arg(long, short, env = "CAMSTREAM_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Directory of pipeline templates, overriding [server] pipelines_dir
+    /// Directory of pipeline templates, overriding `[server] pipelines_dir`
     #[arg(long, env = "CAMSTREAM_PIPELINES_DIR", value_name = "DIR")]
     pub pipelines_dir: Option<PathBuf>,
 }
@@ -53,7 +53,7 @@ impl ConfigArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Listen address, overriding [server] listen (e.g. 127.0.0.1:8000)
+    /// Listen address, overriding `[server] listen` (e.g. 127.0.0.1:8000)
     #[arg(long, env = "CAMSTREAM_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 }

@@ -36,7 +36,7 @@ use crate::registry::Cameras;
 /// How long a new viewer or a snapshot waits for the first frame of a
 /// camera whose settings are invalid (it fails at once anyway). A valid
 /// camera is waited for as long as its own `first_frame_timeout_s` allows
-/// a start to take, plus [`OPEN_MARGIN`]: a viewer is never turned away
+/// a start to take, plus `OPEN_MARGIN`: a viewer is never turned away
 /// with `camera_timeout` while the camera is still within its bound.
 pub const OPEN_WAIT: Duration = Duration::from_secs(10);
 /// The supervisor notices a start past its bound on its next progress
