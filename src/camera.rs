@@ -286,7 +286,7 @@ impl Backoff {
     }
 }
 
-/// How one pipeline run ended.
+/// How one run (a pipeline's or a relay's) ended.
 enum Exit {
     Shutdown,
     Reconfigured,
@@ -297,6 +297,18 @@ enum Exit {
     },
     /// The HTTP source serves single JPEG images: poll it instead.
     SingleImages,
+}
+
+impl Exit {
+    /// Logs a run's end when it stopped for want of viewers or for a new
+    /// configuration (the supervisor reports failures itself).
+    fn log_end(&self, idle_timeout: Duration) {
+        match self {
+            Exit::Idle => info!("no viewers for {idle_timeout:?}: stopped"),
+            Exit::Reconfigured => info!("configuration changed: restarting"),
+            _ => {}
+        }
+    }
 }
 
 /// What camstream found out about opening a camera that did not say: the
@@ -804,7 +816,6 @@ impl Camera {
         self.end_outage();
     }
 
-    /// Live again (or stopped): no longer offline.
     /// The first frame of a run: the outage (if any) is over, its size is
     /// what later placeholders are drawn at, and the camera streams.
     fn mark_streaming(&self, outage: &mut Option<Outage>) {
@@ -816,6 +827,16 @@ impl Camera {
         self.set_state(State::Streaming);
     }
 
+    /// The frame rate a run measured, in the API when it moved.
+    fn show_fps(&self, fps: f64) {
+        self.status.send_if_modified(|st| {
+            let changed = (st.fps - fps).abs() > 0.05;
+            st.fps = fps;
+            changed
+        });
+    }
+
+    /// Live again (or stopped): no longer offline.
     fn end_outage(&self) {
         self.status
             .send_if_modified(|st| st.offline_since.take().is_some());
@@ -1092,11 +1113,7 @@ impl Camera {
                         break Exit::Failed { error, streamed_for: streamed_for(streaming_since) };
                     }
                     if let Some(fps) = progress.fps(now) {
-                        self.status.send_if_modified(|st| {
-                            let changed = (st.fps - fps).abs() > 0.05;
-                            st.fps = fps;
-                            changed
-                        });
+                        self.show_fps(fps);
                     }
                 }
                 _ = &mut idle, if !settings.always_on => break Exit::Idle,
@@ -1111,11 +1128,7 @@ impl Camera {
         }
         drop(events);
         drop(pipeline);
-        match &exit {
-            Exit::Idle => info!("no viewers for {:?}: stopped", settings.idle_timeout),
-            Exit::Reconfigured => info!("configuration changed: restarting"),
-            _ => {}
-        }
+        exit.log_end(settings.idle_timeout);
         exit
     }
 }
@@ -1242,11 +1255,7 @@ impl Camera {
                         break Exit::Failed { error, streamed_for: streamed_for(streaming_since) };
                     }
                     if let Some(fps) = progress.fps(now) {
-                        self.status.send_if_modified(|st| {
-                            let changed = (st.fps - fps).abs() > 0.05;
-                            st.fps = fps;
-                            changed
-                        });
+                        self.show_fps(fps);
                     }
                 }
                 _ = &mut idle, if !settings.always_on => break Exit::Idle,
@@ -1254,11 +1263,7 @@ impl Camera {
         };
         // Every pull ends with the run.
         drop(pulls);
-        match &exit {
-            Exit::Idle => info!("no viewers for {:?}: stopped", settings.idle_timeout),
-            Exit::Reconfigured => info!("configuration changed: restarting"),
-            _ => {}
-        }
+        exit.log_end(settings.idle_timeout);
         exit
     }
 }
