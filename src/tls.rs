@@ -772,18 +772,7 @@ pub fn pinned_client_config(cert_file: &Path) -> Result<rustls::ClientConfig, Tl
             path: cert_file.to_path_buf(),
             reason: e.to_string(),
         })?;
-    let provider = provider();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Generate(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned {
-            pin: Pin::Cert(cert),
-            provider,
-        }))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
-    Ok(config)
+    Ok(pinned(Pin::Cert(cert)))
 }
 
 /// Client settings for an upstream (`[[upstreams]] ca`, or the system's
@@ -807,15 +796,17 @@ pub fn ca_client_config(roots: &[CertificateDer<'static>]) -> Result<rustls::Cli
 /// `sha256` (what `camstream cert` prints), whatever names it has:
 /// `[[upstreams]] fingerprint`, for an edge with a self-signed certificate.
 pub fn fingerprint_client_config(sha256: [u8; 32]) -> rustls::ClientConfig {
+    pinned(Pin::Sha256(sha256))
+}
+
+/// HTTP/1.1 client settings that accept only the certificate `pin` names.
+fn pinned(pin: Pin) -> rustls::ClientConfig {
     let provider = provider();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned {
-            pin: Pin::Sha256(sha256),
-            provider,
-        }))
+        .with_custom_certificate_verifier(Arc::new(Pinned { pin, provider }))
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
     config
