@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use common::http::{HttpCamera, HttpCameraOptions};
 use common::rtsp::{Codec, RtspOptions, RtspServer, Transports};
 
@@ -255,12 +255,8 @@ fn probe_reports_a_test_source() {
 #[test]
 fn probe_fails_clearly_and_in_bounded_time() {
     let dir = scratch("probe-bad");
-    // A port nobody listens on: bind one, then free it.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nobody listens on.
+    let port = free_port();
     let started = Instant::now();
     let Ran {
         code,
@@ -423,14 +419,6 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

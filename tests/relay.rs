@@ -11,7 +11,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use camstream::{App, Config};
+use common::free_port;
 use common::mjpeg::{MjpegStream, decode_jpeg};
 use common::nginx::Nginx;
 use serde_json::Value;
@@ -54,14 +55,6 @@ async fn start_edge(port: u16, cameras: &[&str]) -> App {
     common::init();
     let config = Config::parse(&edge_text(port, cameras), None).expect("edge config");
     App::build(config).await.expect("edge starts")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn client() -> reqwest::Client {

@@ -555,11 +555,7 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let (cert_path, key_path) = ca.write(dir.path(), "server");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let path = dir.path().join("camstream.toml");
     std::fs::write(
         &path,

@@ -23,3 +23,13 @@ pub fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| gstreamer::init().expect("gstreamer::init failed"));
 }
+
+/// A loopback port free a moment ago (bound, read, let go), for a server
+/// the test starts on a port it must know first.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

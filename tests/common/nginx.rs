@@ -29,34 +29,28 @@ impl Nginx {
         cert: &Path,
         key: &Path,
     ) -> anyhow::Result<Nginx> {
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/camstream.conf");
-        let mut conf = std::fs::read_to_string(&shipped)?;
         // A free port: bind, read it, let go.
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        for (from, to) in [
-            (
-                "listen 443 ssl http2;",
-                format!("listen 127.0.0.1:{port} ssl http2;"),
-            ),
-            ("listen [::]:443 ssl http2;", String::new()),
-            ("server 127.0.0.1:8000;", format!("server {upstream};")),
-            (
-                "/etc/ssl/certs/cameras.example.com.pem",
-                cert.display().to_string(),
-            ),
-            (
-                "/etc/ssl/private/cameras.example.com.key",
-                key.display().to_string(),
-            ),
-        ] {
-            anyhow::ensure!(
-                conf.matches(from).count() == 1,
-                "{} no longer has `{from}` exactly once: update tests/common/nginx.rs with it",
-                shipped.display()
-            );
-            conf = conf.replace(from, &to);
-        }
+        let conf = shipped(
+            "camstream.conf",
+            [
+                (
+                    "listen 443 ssl http2;",
+                    format!("listen 127.0.0.1:{port} ssl http2;"),
+                ),
+                ("listen [::]:443 ssl http2;", String::new()),
+                ("server 127.0.0.1:8000;", format!("server {upstream};")),
+                (
+                    "/etc/ssl/certs/cameras.example.com.pem",
+                    cert.display().to_string(),
+                ),
+                (
+                    "/etc/ssl/private/cameras.example.com.key",
+                    key.display().to_string(),
+                ),
+            ],
+        )?;
         Nginx::run(dir, &conf, addr)
     }
 
@@ -64,34 +58,27 @@ impl Nginx {
     /// (deploy/nginx/camstream-relays.conf), listening on plain HTTP on a
     /// free loopback port in front of `relays`.
     pub fn start_relays(dir: &Path, relays: &[SocketAddr]) -> anyhow::Result<Nginx> {
-        let shipped =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/camstream-relays.conf");
-        let mut conf = std::fs::read_to_string(&shipped)?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let servers: Vec<String> = relays
             .iter()
             .map(|r| format!("server {r} max_fails=1 fail_timeout=10s;"))
             .collect();
-        for (from, to) in [
-            ("    listen 80;", format!("    listen 127.0.0.1:{port};")),
-            ("listen [::]:80;", String::new()),
-            (
-                "server 10.0.0.11:8000 max_fails=1 fail_timeout=10s;",
-                servers.join("\n    "),
-            ),
-            (
-                "server 10.0.0.12:8000 max_fails=1 fail_timeout=10s;",
-                String::new(),
-            ),
-        ] {
-            anyhow::ensure!(
-                conf.matches(from).count() == 1,
-                "{} no longer has `{from}` exactly once: update tests/common/nginx.rs with it",
-                shipped.display()
-            );
-            conf = conf.replace(from, &to);
-        }
+        let conf = shipped(
+            "camstream-relays.conf",
+            [
+                ("    listen 80;", format!("    listen 127.0.0.1:{port};")),
+                ("listen [::]:80;", String::new()),
+                (
+                    "server 10.0.0.11:8000 max_fails=1 fail_timeout=10s;",
+                    servers.join("\n    "),
+                ),
+                (
+                    "server 10.0.0.12:8000 max_fails=1 fail_timeout=10s;",
+                    String::new(),
+                ),
+            ],
+        )?;
         Nginx::run(dir, &conf, addr)
     }
 
@@ -165,4 +152,26 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The shipped deploy/nginx/`file` with each `(from, to)` replaced; a
+/// `from` the file no longer holds exactly once is an error naming it, so
+/// the tests follow the file.
+fn shipped<const N: usize>(
+    file: &str,
+    replacements: [(&str, String); N],
+) -> anyhow::Result<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/nginx")
+        .join(file);
+    let mut conf = std::fs::read_to_string(&path)?;
+    for (from, to) in replacements {
+        anyhow::ensure!(
+            conf.matches(from).count() == 1,
+            "{} no longer has `{from}` exactly once: update tests/common/nginx.rs with it",
+            path.display()
+        );
+        conf = conf.replace(from, &to);
+    }
+    Ok(conf)
 }
