@@ -299,18 +299,18 @@ fn scenarios(rtsp: &RtspSource, mjpeg: &MjpegSource) -> Vec<Scenario> {
         )
     };
     let (w, h) = scaled(Mount::H1080);
-    let mjpeg_chain = format!(
+    // The MJPEG stream decoded at full size, as today's bare pipeline does.
+    let mjpeg_decoded = format!(
         "souphttpsrc location={} is-live=true do-timestamp=true ! multipartdemux single-stream=true \
-         ! jpegparse ! jpegdec ! videoconvertscale ! video/x-raw,width={w},height={h} ! jpegenc quality={QUALITY}",
+         ! jpegparse ! jpegdec",
         mjpeg.url()
+    );
+    let mjpeg_chain = format!(
+        "{mjpeg_decoded} ! videoconvertscale ! video/x-raw,width={w},height={h} ! jpegenc quality={QUALITY}"
     );
     // What passthrough saves: decoding and re-encoding the same 1080p
     // stream, and serving it to the same one viewer.
-    let mjpeg_reencode_chain = format!(
-        "souphttpsrc location={} is-live=true do-timestamp=true ! multipartdemux single-stream=true \
-         ! jpegparse ! jpegdec ! jpegenc quality={SOURCE_QUALITY}",
-        mjpeg.url()
-    );
+    let mjpeg_reencode_chain = format!("{mjpeg_decoded} ! jpegenc quality={SOURCE_QUALITY}");
     let cam = |source: &str, extra: &str, viewers: usize, query: &'static str, fps: f64| Cam {
         toml: format!("source = \"{source}\"\n{extra}"),
         viewers,
